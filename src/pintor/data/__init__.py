@@ -1,0 +1,1 @@
+"""Data: the synthetic shapes world and image-folder datasets."""
