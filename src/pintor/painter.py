@@ -10,9 +10,9 @@ from typing import Any
 
 from pintor.backends import backend_class
 from pintor.backends.common import RunControl, oom_as_error
-from pintor.errors import PintorError
+from pintor.errors import ModeNotSupportedError, PintorError
 from pintor.registry import DEFAULT_MODEL, REGISTRY, ModelSpec, embedded_path, get_spec
-from pintor.request import GenerationRequest, Limits
+from pintor.request import DEFAULT_LIMITS, GenerationRequest, Limits
 
 
 @dataclass
@@ -83,7 +83,7 @@ class Painter:
     """
 
     def __init__(self, spec: ModelSpec, backend, *, model_ref: str, defaults: dict, device: str, dtype,
-                 limits: Limits = Limits(), load_seconds: float = 0.0):
+                 limits: Limits = DEFAULT_LIMITS, load_seconds: float = 0.0):
         self.spec, self.backend, self.model_ref = spec, backend, model_ref
         self.defaults = defaults
         self.device, self.dtype, self.limits = device, dtype, limits
@@ -153,7 +153,8 @@ class Painter:
         req = replace(req, model=req.model or self.model_ref)
         req.validate(self.limits)
         if req.mode not in self.modes:
-            raise PintorError(f"{self.spec.name} does not offer {req.mode}: its modes are {', '.join(self.modes)}")
+            raise ModeNotSupportedError(
+                f"{self.spec.name} does not offer {req.mode}: its modes are {', '.join(self.modes)}")
         defaults = dict(self.defaults)
         if req.width is None and req.height is None and req.mode in ("img2img", "inpaint", "variations"):
             from pintor.images import load_image
@@ -215,7 +216,7 @@ def _scheduler_default(painter: Painter) -> str:
 
 
 def load(model: str | Path | None = None, *, device: str | None = None, dtype: str | None = None,
-         low_vram: bool = False, lowest_vram: bool = False, limits: Limits = Limits(),
+         low_vram: bool = False, lowest_vram: bool = False, limits: Limits = DEFAULT_LIMITS,
          depth_estimator: str | None = None) -> Painter:
     """Loads a model and returns a `Painter` that runs every mode it offers.
 

@@ -23,6 +23,9 @@ class Limits:
     max_items: int = 16
 
 
+DEFAULT_LIMITS = Limits()
+
+
 @dataclass
 class GenerationRequest:
     """Everything that determines a set of images.
@@ -79,7 +82,7 @@ class GenerationRequest:
             updates["seed"] = random.SystemRandom().randrange(0, 2**32)
         return replace(self, **updates)
 
-    def validate(self, limits: Limits = Limits()) -> GenerationRequest:
+    def validate(self, limits: Limits = DEFAULT_LIMITS) -> GenerationRequest:
         """Checks every field; raises `PintorError` naming what was got and what is allowed. Returns self."""
         if self.mode not in MODES:
             raise PintorError(f"unknown mode {self.mode!r}: expected one of {', '.join(MODES)}")
@@ -110,6 +113,10 @@ class GenerationRequest:
                 raise PintorError(f"{name} must be a number from 0 to 100, got {v!r}")
         if self.mode == "img2img" and (not _is_number(self.strength) or not 0 < self.strength <= 1):
             raise PintorError(f"strength must be in (0, 1], got {self.strength!r}")
+        if self.mode == "img2img" and self.steps is not None and int(self.steps * self.strength) < 1:
+            # diffusers runs int(steps * strength) steps: zero would return the input unchanged, or crash.
+            raise PintorError(f"img2img with strength {self.strength} and {self.steps} steps runs no denoising step: "
+                              "raise steps or strength")
         for name in ("width", "height"):
             v = getattr(self, name)
             if v is None:

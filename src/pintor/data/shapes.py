@@ -205,19 +205,27 @@ def parse_caption(text: str) -> CaptionSpec:
     if len(words) >= 4 and words[-4:-2] == ["on", "a"] and words[-1] == "background":
         background, named = words[-2], True
         if background not in BACKGROUND_RGB:
-            raise ValueError(f"caption {text!r}: {background!r} is not a background; expected one of {BACKGROUNDS}")
+            raise ValueError(
+                f"caption {text!r}: {background!r} is not a background; expected one of {BACKGROUNDS}"
+            )
         words = words[:-4]
     elif "background" in words or "on" in words:
-        raise ValueError(f"caption {text!r}: a background is named as ' on a {{background}} background' at the end")
+        raise ValueError(
+            f"caption {text!r}: a background is named as ' on a {{background}} background' at the end"
+        )
 
     if words and words[0] in COUNTS:
         if len(words) != 3:
-            raise ValueError(f"caption {text!r}: a count caption is '{{two|three|four}} {{colour}} {{shape}}s'")
+            raise ValueError(
+                f"caption {text!r}: a count caption is '{{two|three|four}} {{colour}} {{shape}}s'"
+            )
         number, colour, plural = words
         if colour not in COLOUR_RGB:
             raise ValueError(f"caption {text!r}: {colour!r} is not a colour; expected one of {COLOURS}")
         if not (plural.endswith("s") and plural[:-1] in SHAPES):
-            raise ValueError(f"caption {text!r}: {plural!r} is not a plural shape; expected one of {SHAPES} + 's'")
+            raise ValueError(
+                f"caption {text!r}: {plural!r} is not a plural shape; expected one of {SHAPES} + 's'"
+            )
         objects = ((colour, plural[:-1]),) * COUNTS[number]
         return CaptionSpec("count", objects, None, background, named)
 
@@ -551,7 +559,14 @@ def write_imagefolder(
                 "depth_file": f"depth/{name}",
                 "background": sample.background,
                 "objects": [
-                    {"colour": o.colour, "shape": o.shape, "x": o.x, "y": o.y, "size": o.size, "depth": o.depth}
+                    {
+                        "colour": o.colour,
+                        "shape": o.shape,
+                        "x": o.x,
+                        "y": o.y,
+                        "size": o.size,
+                        "depth": o.depth,
+                    }
                     for o in sample.objects
                 ],
             }

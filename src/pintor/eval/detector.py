@@ -4,12 +4,16 @@ It follows the shapes-world specification's "How an image is judged" and knows n
 
 - Background: each pixel of the 2-pixel border votes for its nearest background colour; the most
   common wins (voting per pixel rather than counting exact colours keeps noisy images readable).
-- Objects: a pixel belongs to a palette colour when that colour is its nearest among the palette and
-  background colours and lies within `COLOUR_THRESHOLD` of it. Pixels of one colour are grouped into
-  8-connected components; components under 40 pixels are noise.
-- Shape: from the fill ratio of the component's bounding box and the height of its centre of mass in
-  the box: circle ~0.79 and centred, square ~1.0, triangle ~0.5 with the centre of mass 2/3 down,
-  star ~0.38 with it a little below the middle.
+- Objects: a pixel belongs to a palette colour when it is at least half way from the background to
+  that colour, within `COLOUR_THRESHOLD` (RGB distance) of the line between them, and nearer that
+  line than any other colour's. This is "near a palette colour, not the background" made tolerant of
+  anti-aliased, blurred and noisy edges: it keeps exactly the pixels an object covers at least half
+  of. Pixels of one colour are grouped into 8-connected components; components under 40 pixels are
+  noise.
+- Shape: the nearest prototype in (fill ratio of the component's bounding box, height of its centre
+  of mass in the box): circle ~0.79 and centred, square ~1.0, triangle ~0.5 with the centre of mass
+  2/3 down, star ~0.38 with it a little below the middle. A lone outermost row or column of stray
+  edge pixels is left out of the box first (see `_shape_features`).
 - A caption is satisfied when the objects are exactly the named ones (colour, shape and count), the
   relation holds between bounding-box centres by at least `RELATION_MARGIN` px, and the background
   matches (white when unnamed).
@@ -30,9 +34,9 @@ from ..data.shapes import BACKGROUND_RGB, CANVAS, COLOUR_RGB, parse_caption, rel
 
 MIN_AREA = 40
 BORDER = 2
-# Orange and yellow are 76 apart, and anti-aliased edges of yellow on black (or orange on white) pass
-# within ~62 of the *other* colour; below that, edge pixels never take a wrong palette colour.
-COLOUR_THRESHOLD = 56.0
+# How far a pixel may lie from the background-to-colour line: wide enough for off-palette generated
+# colours and noise, narrow enough that a gray patch on white (74 from the green line) is no object.
+COLOUR_THRESHOLD = 60.0
 # The relation must hold by this much: "to the left of" means c1.x + 8 <= c2.x. Rendered scenes keep
 # centres >= 24 px apart (a star's box centre moves < 2 px), so correct images pass with room to spare
 # while side-by-side or overlapping objects do not count as a relation.
@@ -40,7 +44,7 @@ RELATION_MARGIN = 8.0
 
 _PALETTE = tuple(COLOUR_RGB)
 _BACKGROUNDS = tuple(BACKGROUND_RGB)
-_ALL_RGB = np.array([*COLOUR_RGB.values(), *BACKGROUND_RGB.values()], dtype=np.float32)
+_PALETTE_RGB = np.array(list(COLOUR_RGB.values()), dtype=np.float32)
 _BG_RGB = np.array(list(BACKGROUND_RGB.values()), dtype=np.float32)
 
 # Shape prototypes in (fill ratio, centre-of-mass height in the box as a fraction), measured on exact
@@ -61,7 +65,8 @@ class DetectedObject:
     Args:
         colour: the palette colour name.
         shape: `"circle"`, `"square"`, `"triangle"` or `"star"`.
-        bbox: `(x0, y0, x1, y1)` of its pixels, end-exclusive, in 128-px coordinates.
+        bbox: `(x0, y0, x1, y1)` of its pixels (less a lone stray edge line), end-exclusive, in 128-px
+            coordinates.
         centre: `(cx, cy)`, the centre of `bbox`.
         area: its number of pixels.
     """
@@ -138,7 +143,7 @@ def _components(labels: np.ndarray) -> list[tuple[int, np.ndarray, np.ndarray, n
 
     # Runs are sorted by row then start; compare each row's runs with the next row's.
     row_start = np.searchsorted(r, np.arange(labels.shape[0] + 1))
-    rl, sl, el, ll = r.tolist(), s.tolist(), e.tolist(), lab.tolist()
+    sl, el, ll = s.tolist(), e.tolist(), lab.tolist()
     for row in range(labels.shape[0] - 1):
         a0, a1 = row_start[row], row_start[row + 1]
         b0, b1 = row_start[row + 1], row_start[row + 2]
@@ -162,9 +167,59 @@ def _components(labels: np.ndarray) -> list[tuple[int, np.ndarray, np.ndarray, n
     return comps
 
 
+def _colour_labels(rgb: np.ndarray, border_bg: np.ndarray, threshold: float) -> np.ndarray:
+    """Palette index of each pixel that is at least half a palette colour over the background, else -1.
+
+    A pixel is modelled as a mix `b + alpha * (c - b)` of the background `b` and each palette colour `c`
+    (which is what anti-aliasing and blur make of an edge); it takes the colour whose mix line it lies
+    closest to, if that distance is within `threshold` and `alpha >= 0.5`. This finds exactly the
+    pixels an object covers at least half of, where a plain nearest-colour rule would erode edges and
+    thin star points (an anti-aliased edge is far from both pure colours).
+    """
+    # The observed background (median of the border pixels that voted for it) absorbs a slight tint.
+    b = np.median(border_bg, axis=0) if len(border_bg) else _BG_RGB[0]
+    d = _PALETTE_RGB - b  # (6, 3)
+    p = rgb.reshape(-1, 3) - b
+    pd = p @ d.T  # (n, 6)
+    dd = (d * d).sum(axis=1)
+    alpha = pd / dd
+    a = np.clip(alpha, 0.0, 1.0)
+    # |p - a d|^2 without forming the (n, 6, 3) differences
+    residual2 = (p * p).sum(axis=1, keepdims=True) - 2 * a * pd + a * a * dd
+    best = residual2.argmin(axis=1)
+    idx = np.arange(len(p))
+    keep = (residual2[idx, best] <= threshold * threshold) & (alpha[idx, best] >= 0.5)
+    return np.where(keep, best, -1).reshape(rgb.shape[:2])
+
+
+def _shape_features(mask: np.ndarray, x0: int, y0: int) -> tuple[tuple[int, int, int, int], float, float]:
+    """Bounding box, fill ratio and relative centre-of-mass height of one component's mask.
+
+    A noisy or blurred edge can grow a few stray pixels one line outside a straight side, which would
+    make a square's box a line too big and its fill look like a circle's. So an outermost row or column
+    is dropped when it holds at most an eighth of the pixels of the line inside it; apexes, star points
+    and round tops grow more gradually than that and are kept.
+    """
+    top, left, bottom, right = 0, 0, mask.shape[0], mask.shape[1]
+    if bottom > 2 and right > 2:
+        rows, cols = mask.sum(axis=1), mask.sum(axis=0)
+        top += int(rows[0] * 8 <= rows[1])
+        bottom -= int(rows[-1] * 8 <= rows[-2])
+        left += int(cols[0] * 8 <= cols[1])
+        right -= int(cols[-1] * 8 <= cols[-2])
+    core = mask[top:bottom, left:right]
+    area = int(core.sum())
+    h, w = core.shape
+    com_y = float((core.sum(axis=1) * (np.arange(h) + 0.5)).sum() / max(area, 1))  # pixel centres at +0.5
+    return (x0 + left, y0 + top, x0 + right, y0 + bottom), area / (h * w), com_y / h
+
+
 def _classify(fill: float, com_y: float) -> str:
-    # Nearest prototype; the centre-of-mass height separates triangles from stars when fill is ambiguous.
-    return min(_PROTOTYPES, key=lambda k: (fill - _PROTOTYPES[k][0]) ** 2 + (com_y - _PROTOTYPES[k][1]) ** 2)
+    # Nearest prototype. The centre-of-mass height counts double: blur fills a star's notches towards a
+    # triangle's fill, but its centre of mass stays near the middle while a triangle's sits 2/3 down.
+    return min(
+        _PROTOTYPES, key=lambda k: (fill - _PROTOTYPES[k][0]) ** 2 + (2 * (com_y - _PROTOTYPES[k][1])) ** 2
+    )
 
 
 def detect(image, *, colour_threshold: float = COLOUR_THRESHOLD) -> Detection:
@@ -174,26 +229,26 @@ def detect(image, *, colour_threshold: float = COLOUR_THRESHOLD) -> Detection:
         image: a PIL image or an HxWx3 (or HxWx4) uint8 array. Images that are not 128 x 128 are
             resized to 128 x 128 first (box filter when shrinking, bilinear when enlarging), so all
             positions and areas are in 128-px units.
-        colour_threshold: how far (RGB distance) a pixel may be from its nearest palette colour.
+        colour_threshold: how far (RGB distance) a pixel may lie from the line between the background
+            and its palette colour.
 
     Returns:
         A `Detection`; objects are sorted top to bottom, then left to right.
     """
     rgb = _as_array(image)
-    h, w, _ = rgb.shape
 
     border = np.concatenate(
-        [rgb[:BORDER].reshape(-1, 3), rgb[-BORDER:].reshape(-1, 3), rgb[:, :BORDER].reshape(-1, 3),
-         rgb[:, -BORDER:].reshape(-1, 3)]
+        [
+            rgb[:BORDER].reshape(-1, 3),
+            rgb[-BORDER:].reshape(-1, 3),
+            rgb[:, :BORDER].reshape(-1, 3),
+            rgb[:, -BORDER:].reshape(-1, 3),
+        ]
     )
     votes = np.linalg.norm(border[:, None, :] - _BG_RGB[None], axis=-1).argmin(axis=1)
     background = _BACKGROUNDS[int(np.bincount(votes, minlength=len(_BACKGROUNDS)).argmax())]
 
-    dist = np.linalg.norm(rgb[:, :, None, :] - _ALL_RGB[None, None], axis=-1)  # (h, w, 9)
-    nearest = dist.argmin(axis=-1)
-    near = np.take_along_axis(dist, nearest[..., None], axis=-1)[..., 0] <= colour_threshold
-    # Background colours are indices >= len(palette): those pixels are never objects.
-    labels = np.where(near & (nearest < len(_PALETTE)), nearest, -1)
+    labels = _colour_labels(rgb, border[votes == _BACKGROUNDS.index(background)], colour_threshold)
 
     objects = []
     for label, rows, starts, ends in _components(labels):
@@ -203,9 +258,11 @@ def detect(image, *, colour_threshold: float = COLOUR_THRESHOLD) -> Detection:
             continue
         x0, x1 = int(starts.min()), int(ends.max())
         y0, y1 = int(rows.min()), int(rows.max()) + 1
-        fill = area / ((x1 - x0) * (y1 - y0))
-        com_y = float(((rows + 0.5) * lengths).sum() / area)  # pixel centres at +0.5
-        shape = _classify(fill, (com_y - y0) / (y1 - y0))
+        mask = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+        for r, s, e in zip((rows - y0).tolist(), (starts - x0).tolist(), (ends - x0).tolist(), strict=True):
+            mask[r, s:e] = True
+        (x0, y0, x1, y1), fill, com_y = _shape_features(mask, x0, y0)
+        shape = _classify(fill, com_y)
         centre = ((x0 + x1) / 2, (y0 + y1) / 2)
         objects.append(DetectedObject(_PALETTE[label], shape, (x0, y0, x1, y1), centre, area))
     objects.sort(key=lambda o: (o.bbox[1], o.bbox[0]))

@@ -1,0 +1,5 @@
+import sys
+
+from pintor.cli import main
+
+sys.exit(main())

@@ -1,0 +1,174 @@
+"""The `pintor train` command: `add_parser(subparsers)` registers it, `run(args)` executes it.
+
+    pintor train shapes --out runs/pintor-shapes [--resume]        # the whole embedded model from scratch
+    pintor train clip|movq --out DIR [--model REF] [--data DIR]     # one stage; fresh SHAPES sizes without --model
+    pintor train prior|decoder|inpaint|controlnet --out DIR --model REF [--data DIR]   # fine-tune
+
+Every target writes a complete model folder to `OUT/model` (the starting model with the trained part
+replaced), plus `OUT/checkpoints/`, `OUT/loss.csv` and `OUT/loss.png`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+TARGETS = ("shapes", "clip", "movq", "prior", "decoder", "inpaint", "controlnet")
+
+_HELP = {
+    "shapes": "train the embedded pintor-shapes model from scratch (all stages)",
+    "clip": "CLIP text and image towers (contrastive)",
+    "movq": "MoVQ autoencoder",
+    "prior": "diffusion prior: text -> CLIP image embedding",
+    "decoder": "decoder UNet: image embedding -> image",
+    "inpaint": "inpainting decoder (starts from the model's decoder when it has none)",
+    "controlnet": "depth ControlNet decoder (starts from the model's decoder when it has none)",
+}
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Registers `train` and its targets on an `argparse` sub-parsers object; returns the `train` parser."""
+    p = subparsers.add_parser("train", help="train or fine-tune models",
+                              description="Train the embedded model from scratch, or train / fine-tune one part.")
+    sub = p.add_subparsers(dest="target", metavar="TARGET", parser_class=type(p))
+    sub.required = True
+    for target in TARGETS:
+        t = sub.add_parser(target, help=_HELP[target], description=_HELP[target])
+        t.add_argument("--out", required=True, help="output folder (model in OUT/model)")
+        t.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+        t.add_argument("--seed", type=int, default=0, help="seed for data, initialisation and noise")
+        t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+        if target == "shapes":
+            t.add_argument("--budget-minutes", type=float, default=90.0,
+                           help="wall-time budget on the reference 2-core CPU (default: 90)")
+            continue
+        t.add_argument("--data", metavar="DIR", help="imagefolder with metadata.jsonl (file_name, text); "
+                                                     "default: the shapes world")
+        t.add_argument("--model", metavar="REF", help="model folder or registry name to start from "
+                                                      "(default: fresh SHAPES sizes for clip/movq, the "
+                                                      "embedded pintor-shapes otherwise)")
+        t.add_argument("--steps", type=int, help="optimizer steps")
+        t.add_argument("--batch-size", type=int, help="samples per step")
+        t.add_argument("--lr", type=float, help="peak learning rate")
+        t.add_argument("--resolution", type=int, default=128, help="training image size for --data (default 128)")
+        t.add_argument("--pool-size", type=int, default=10000,
+                       help="shapes-world images to render when --data is not given (default 10000)")
+    return p
+
+
+def _positive(name: str, v):
+    if v is not None and not v > 0:
+        raise ValueError(f"--{name} must be positive, got {v}")
+    return v
+
+
+def _config(args, cls, **fixed):
+    kw = dict(fixed, device=args.device, seed=args.seed, resume=args.resume)
+    for flag, field in (("steps", "steps"), ("batch_size", "batch_size"), ("lr", "lr")):
+        v = _positive(flag.replace("_", "-"), getattr(args, flag, None))
+        if v is not None:
+            kw[field] = v
+    cfg = cls(**kw)
+    cfg.checkpoint_every = max(1, min(cfg.checkpoint_every, cfg.steps))
+    cfg.warmup_steps = min(cfg.warmup_steps, max(0, cfg.steps // 10))
+    cfg.validate()
+    return cfg
+
+
+def _start_model(args):
+    from pintor.architectures import SHAPES, build_kandinsky22
+    from pintor.training.components import load_components
+
+    if args.model:
+        return load_components(args.model, need=("prior",) if args.target == "clip" else
+                               ("decoder",) if args.target == "movq" else ("prior", "decoder"))
+    if args.target in ("clip", "movq"):
+        return build_kandinsky22(SHAPES, seed=args.seed)
+    from pintor import registry
+
+    if not (registry.embedded_path() / "prior").is_dir():
+        raise ValueError(f"train {args.target} needs --model (a model folder with trained CLIP towers and MoVQ, "
+                         "e.g. OUT/model of 'pintor train clip'); the embedded pintor-shapes weights are not installed")
+    return load_components(registry.embedded_path())
+
+
+def _pool(args):
+    from pintor.training.data import build_shapes_pool, load_imagefolder_pool
+
+    if args.data:
+        return load_imagefolder_pool(args.data, resolution=args.resolution)
+    _positive("pool-size", args.pool_size)
+    return build_shapes_pool(args.pool_size, seed=args.seed)
+
+
+def run(args) -> int:
+    """Runs a parsed `pintor train ...` command; returns the exit code.
+
+    Raises:
+        pintor.errors.PintorError: bad input (a `ValueError` with a one-line message).
+    """
+    from pintor.errors import PintorError
+
+    try:
+        return _run(args)
+    except PintorError:
+        raise
+    except ValueError as e:
+        raise PintorError(str(e)) from None
+
+
+def _run(args) -> int:
+    import torch
+
+    from pintor.architectures import save_kandinsky22
+    from pintor.training.loop import check_device
+
+    check_device(args.device)
+    out = Path(args.out)
+    if args.target == "shapes":
+        from pintor.training.shapes import train_shapes
+
+        path = train_shapes(out, device=args.device, seed=args.seed, budget_minutes=args.budget_minutes,
+                            resume=args.resume)
+        print(path)
+        return 0
+
+    c = _start_model(args)
+    pool = _pool(args)
+    torch.manual_seed(args.seed)
+    if args.target == "clip":
+        from pintor.training.clip import ClipConfig, train_clip
+
+        r = train_clip(c.text_encoder, c.image_encoder, c.tokenizer, c.image_processor, pool,
+                       _config(args, ClipConfig), out)
+        c.text_encoder, c.image_encoder = r.model.text_encoder.cpu(), r.model.image_encoder.cpu()
+    elif args.target == "movq":
+        from pintor.training.movq import MovqConfig, train_movq
+
+        c.movq = train_movq(c.movq, pool, _config(args, MovqConfig), out).model.cpu()
+    elif args.target == "prior":
+        from pintor.training.prior import PriorConfig, train_prior
+
+        c.prior = train_prior(c.prior, c.text_encoder, c.image_encoder, c.tokenizer, c.image_processor,
+                              c.prior_scheduler, pool, _config(args, PriorConfig), out).model.cpu()
+    else:
+        from pintor.training.components import controlnet_unet_from, inpaint_unet_from
+        from pintor.training.decoder import DecoderConfig, train_decoder
+
+        kind = {"decoder": "text2img", "inpaint": "inpaint", "controlnet": "controlnet"}[args.target]
+        fixed = {"kind": kind}
+        if kind == "text2img":
+            unet = c.unet
+        elif kind == "inpaint":
+            unet = c.inpaint_unet if c.inpaint_unet is not None else inpaint_unet_from(c.unet, seed=args.seed)
+        else:
+            unet = c.controlnet_unet if c.controlnet_unet is not None else controlnet_unet_from(c.unet, seed=args.seed)
+        r = train_decoder(unet, c.movq, c.image_encoder, c.image_processor, c.scheduler, pool,
+                          _config(args, DecoderConfig, **fixed), out)
+        setattr(c, {"text2img": "unet", "inpaint": "inpaint_unet", "controlnet": "controlnet_unet"}[kind], r.model.cpu())
+    meta = c.extra.pop("_meta", {})
+    # Keep what the starting model recorded (e.g. its negative-embedding convention), minus what is rewritten.
+    c.extra.update({k: v for k, v in meta.items() if k not in ("name", "family", "defaults")})
+    path = save_kandinsky22(c, out / "model", name=meta.get("name", out.name), defaults=meta.get("defaults"))
+    print(path)
+    return 0

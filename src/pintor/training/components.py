@@ -1,0 +1,199 @@
+"""Loading models to train from, and the weight surgery the trainers need.
+
+A model folder has the layout `save_kandinsky22` writes (`prior/`, `decoder/`, `inpaint/unet/`,
+`controlnet-depth/unet/`): the same sub-folders as the Kandinsky 2.2 hub repositories, so a real
+Kandinsky 2.2 prior or decoder loads the same way (`from_pretrained(folder, subfolder=...)`), as in the
+diffusers `train_text_to_image_prior.py` / `train_text_to_image_decoder.py` examples.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import torch
+
+from pintor.architectures import Kandinsky22Components
+
+ROLES = ("prior", "decoder", "inpaint", "controlnet-depth")
+
+
+def resolve_model(ref: str | Path) -> dict[str, Path]:
+    """Finds the role folders (`prior`, `decoder`, `inpaint`, `controlnet-depth`) of a model reference.
+
+    Args:
+        ref: a local model folder, or a registry name (`pintor-shapes`, `kandinsky-2.2`, ...); hub
+            models are fetched with `huggingface_hub.snapshot_download`.
+
+    Raises:
+        ValueError: the folder has no `prior/` or `decoder/`, or the name is unknown.
+    """
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        roles = {r: path / r for r in ROLES if (path / r).is_dir()}
+        if not roles:
+            raise ValueError(f"model folder {str(path)!r} has none of {', '.join(ROLES)}; "
+                             "expected the layout save_kandinsky22 writes")
+        return roles
+    from pintor import registry
+
+    try:
+        spec = registry.get_spec(str(ref))
+    except ValueError:
+        raise ValueError(f"--model {str(ref)!r} is neither a folder nor a registry name; expected a model folder "
+                         f"or one of {', '.join(registry.REGISTRY)}") from None
+    if spec.family != "kandinsky-2.2":
+        raise ValueError(f"model {spec.name!r} is {spec.family}; the trainers fine-tune kandinsky-2.2 models")
+    if spec.embedded:
+        return resolve_model(registry.embedded_path())
+    from huggingface_hub import snapshot_download
+
+    return {role: Path(snapshot_download(repo)) for role, repo in spec.sources.items() if role in ROLES}
+
+
+def load_components(ref: str | Path, *, need: tuple[str, ...] = ("prior", "decoder")) -> Kandinsky22Components:
+    """Loads a Kandinsky 2.2 model's components in float32 for training.
+
+    Args:
+        ref: a model folder or registry name (see `resolve_model`).
+        need: the roles that must be present; others load when found.
+    """
+    from diffusers import DDPMScheduler, PriorTransformer, UnCLIPScheduler, UNet2DConditionModel, VQModel
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPTextModelWithProjection,
+        CLIPTokenizer,
+        CLIPVisionModelWithProjection,
+    )
+
+    roles = resolve_model(ref)
+    missing = [r for r in need if r not in roles]
+    if missing:
+        raise ValueError(f"model {str(ref)!r} has no {', '.join(missing)}; found {', '.join(roles) or 'nothing'}")
+    f32 = torch.float32
+    parts: dict = dict.fromkeys(("tokenizer", "text_encoder", "image_encoder", "image_processor", "prior",
+                                 "prior_scheduler", "unet", "movq", "scheduler"))
+    if "prior" in roles:
+        p = roles["prior"]
+        parts.update(
+            tokenizer=CLIPTokenizer.from_pretrained(p, subfolder="tokenizer"),
+            text_encoder=CLIPTextModelWithProjection.from_pretrained(p, subfolder="text_encoder", dtype=f32),
+            image_encoder=CLIPVisionModelWithProjection.from_pretrained(p, subfolder="image_encoder", dtype=f32),
+            image_processor=CLIPImageProcessor.from_pretrained(p, subfolder="image_processor"),
+            prior=PriorTransformer.from_pretrained(p, subfolder="prior", torch_dtype=f32),
+            prior_scheduler=UnCLIPScheduler.from_pretrained(p, subfolder="scheduler"),
+        )
+    if "decoder" in roles:
+        d = roles["decoder"]
+        parts.update(
+            unet=UNet2DConditionModel.from_pretrained(d, subfolder="unet", torch_dtype=f32),
+            movq=VQModel.from_pretrained(d, subfolder="movq", torch_dtype=f32),
+            scheduler=DDPMScheduler.from_pretrained(d, subfolder="scheduler"),
+        )
+    c = Kandinsky22Components(**parts)
+    for role, attr in (("inpaint", "inpaint_unet"), ("controlnet-depth", "controlnet_unet")):
+        if role in roles and (roles[role] / "unet").is_dir():
+            setattr(c, attr, UNet2DConditionModel.from_pretrained(roles[role], subfolder="unet", torch_dtype=f32))
+    meta = Path(ref) / "pintor.json" if Path(ref).is_dir() else None
+    if meta is not None and meta.is_file():
+        c.extra["_meta"] = json.loads(meta.read_text())
+    return c
+
+
+def _unet_from(base, **overrides):
+    from diffusers import UNet2DConditionModel
+
+    cfg = {k: v for k, v in dict(base.config).items() if not k.startswith("_")}
+    cfg.update(overrides)
+    return UNet2DConditionModel.from_config(cfg)
+
+
+def _copy_matching(src: torch.nn.Module, dst: torch.nn.Module, widen: tuple[str, ...] = ()) -> list[str]:
+    # Copies every same-named, same-shaped tensor; for `widen` keys, copies the source's input channels
+    # and zero-initialises the new ones so the new conditioning starts with no effect.
+    s_sd, d_sd = src.state_dict(), dst.state_dict()
+    fresh = []
+    for k, v in d_sd.items():
+        if k in s_sd and s_sd[k].shape == v.shape:
+            v.copy_(s_sd[k])
+        elif k in widen and k in s_sd:
+            v.zero_()
+            v[:, : s_sd[k].shape[1]].copy_(s_sd[k])
+        else:
+            fresh.append(k)
+    dst.load_state_dict(d_sd)
+    return fresh
+
+
+def inpaint_unet_from(base, *, seed: int = 0):
+    """An inpainting UNet (9 input channels: latents, masked-image latents, mask) initialised from `base`.
+
+    Every weight is copied; the 5 new input channels of `conv_in` start at zero, so the fine-tune starts
+    from exactly the base decoder's predictions.
+    """
+    torch.manual_seed(seed)
+    c = base.config.in_channels
+    unet = _unet_from(base, in_channels=2 * c + 1)
+    _copy_matching(base, unet, widen=("conv_in.weight",))
+    return unet
+
+
+def controlnet_unet_from(base, *, seed: int = 0):
+    """A depth-ControlNet UNet (`addition_embed_type="image_hint"`) initialised from `base`.
+
+    The hint encoder is new (randomly initialised); it outputs 4 channels concatenated to the latents,
+    whose `conv_in` weights start at zero, so the fine-tune starts from the base decoder's predictions.
+    """
+    torch.manual_seed(seed)
+    c = base.config.in_channels
+    unet = _unet_from(base, in_channels=c + 4, addition_embed_type="image_hint")
+    _copy_matching(base, unet, widen=("conv_in.weight",))
+    return unet
+
+
+@torch.no_grad()
+def standardize_movq_latents(movq, latents: torch.Tensor) -> tuple[list[float], float]:
+    """Reparameterises a MoVQ so its latents have zero mean per channel and unit standard deviation.
+
+    The Kandinsky pipelines feed MoVQ latents to the UNet unscaled, so the diffusion noise schedule
+    assumes unit-variance latents. The map `z' = (z - m) / s` is folded into `quant_conv` and the
+    codebook, and its inverse into every 1x1 conv that reads the latents (`post_quant_conv` and each
+    SpatialNorm), so decoded images do not change. One scalar `s` keeps codebook look-ups unchanged.
+
+    Args:
+        movq: a `VQModel`, modified in place.
+        latents: a sample of its current latents, `(B, C, h, w)`.
+
+    Returns:
+        `(mean, std)` that were removed.
+    """
+    from diffusers.models.attention_processor import SpatialNorm
+
+    m = latents.float().mean(dim=(0, 2, 3))
+    s = float(latents.float().sub(m.view(1, -1, 1, 1)).std())
+    k = 1.0 / max(s, 1e-6)
+    qc = movq.quant_conv
+    qc.weight.mul_(k)
+    qc.bias.sub_(m).mul_(k)
+    emb = movq.quantize.embedding.weight
+    emb.sub_(m).mul_(k)
+
+    def fold(conv: torch.nn.Conv2d) -> None:
+        w = conv.weight  # (out, in, 1, 1)
+        conv.bias.add_(w[:, :, 0, 0] @ m)
+        w.mul_(s)
+
+    fold(movq.post_quant_conv)
+    for mod in movq.decoder.modules():
+        if isinstance(mod, SpatialNorm):
+            fold(mod.conv_y)
+            fold(mod.conv_b)
+    return m.tolist(), s
+
+
+def frozen(module: torch.nn.Module, device) -> torch.nn.Module:
+    """A frozen, eval-mode copy of `module` on `device` (the trainers' fixed encoders)."""
+    m = copy.deepcopy(module).to(device).eval()
+    m.requires_grad_(False)
+    return m

@@ -1,0 +1,127 @@
+"""Decoder training: CLIP image embedding -> MoVQ latents, plus the inpainting and depth-ControlNet variants."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from pintor.training.clip import image_embeddings, zero_image_embedding
+from pintor.training.components import frozen
+from pintor.training.data import ImagePool, clip_resize, inpaint_inputs, random_repaint_masks
+from pintor.training.loop import LoopResult, TrainConfig, check_device, train_loop
+from pintor.training.movq import encode_latents
+
+KINDS = ("text2img", "inpaint", "controlnet")
+
+
+@dataclass
+class DecoderConfig(TrainConfig):
+    """Decoder training settings (see `TrainConfig` for the shared ones).
+
+    Args:
+        kind (`str`): `"text2img"`, `"inpaint"` or `"controlnet"` (depth hint).
+        drop_image_embeds (`float`): how often the image embedding is replaced by the unconditional one
+            (the zero-image embedding, see `zero_image_embedding`) for classifier-free guidance.
+        snr_gamma (`float`, *optional*): min-SNR-gamma loss weighting (Hang et al. 2023); `None` for
+            plain MSE.
+        p_object_mask, p_full_mask (`float`): inpainting mask mix (see `random_repaint_masks`).
+    """
+
+    kind: str = "text2img"
+    steps: int = 5000
+    batch_size: int = 32
+    lr: float = 3e-4
+    weight_decay: float = 1e-2
+    warmup_steps: int = 200
+    drop_image_embeds: float = 0.1
+    snr_gamma: float | None = 5.0
+    p_object_mask: float = 0.5
+    p_full_mask: float = 0.1
+
+
+def check_unet_kind(unet, kind: str, latent_channels: int) -> None:
+    """Raises `ValueError` when `unet` does not have the inputs `kind` needs."""
+    if kind not in KINDS:
+        raise ValueError(f"decoder kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    c = unet.config
+    want = {"text2img": latent_channels, "inpaint": 2 * latent_channels + 1, "controlnet": latent_channels + 4}[kind]
+    if c.in_channels != want:
+        raise ValueError(f"a {kind} UNet takes {want} input channels, this one takes {c.in_channels}")
+    hint = c.addition_embed_type == "image_hint"
+    if hint != (kind == "controlnet"):
+        raise ValueError(f"a {kind} UNet needs addition_embed_type "
+                         f"{'image_hint' if kind == 'controlnet' else 'image'}, got {c.addition_embed_type!r}")
+
+
+def train_decoder(unet, movq, image_encoder, image_processor, noise_scheduler, pool: ImagePool, cfg: DecoderConfig,
+                  out_dir: str | Path, *, latents: torch.Tensor | None = None,
+                  image_embeds: torch.Tensor | None = None) -> LoopResult:
+    """Trains a Kandinsky 2.2 decoder UNet to predict the noise on MoVQ latents given the CLIP image embedding.
+
+    Matches `KandinskyV22Pipeline` and its inpaint / ControlNet variants: latents are
+    `movq.encode(image).latents` of images in [-1, 1], the UNet gets
+    `added_cond_kwargs={"image_embeds": ...}` (plus `"hint"`, the depth map as 3 channels in [0, 1], for
+    the ControlNet) and its first `C` output channels are the epsilon prediction. The inpaint UNet's
+    input is `[noisy latents, latents * keep, keep]` with the pipeline's own mask preparation.
+    As in diffusers' `train_text_to_image_decoder.py`, MoVQ and the image tower are frozen.
+
+    Args:
+        unet (`UNet2DConditionModel`): trained in place.
+        movq (`VQModel`): frozen autoencoder.
+        image_encoder (`CLIPVisionModelWithProjection`), image_processor: frozen image tower.
+        noise_scheduler: the decoder's training schedule (`DDPMScheduler`, epsilon prediction).
+        pool (`ImagePool`): training images (with `depth` for the ControlNet).
+        cfg (`DecoderConfig`): settings.
+        out_dir (`str` or `Path`): checkpoints and logs.
+        latents, image_embeds (`torch.Tensor`, *optional*): precomputed for the pool, to share between stages.
+    """
+    device = check_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    c = movq.config.latent_channels
+    check_unet_kind(unet, cfg.kind, c)
+    if cfg.kind == "controlnet" and pool.depth is None:
+        raise ValueError("controlnet training needs depth maps; the image folder's metadata.jsonl needs a "
+                         "'depth_file' (or 'conditioning_image') column")
+    if latents is None:
+        latents = encode_latents(frozen(movq, device), pool, device=device, progress=cfg.progress)
+    if image_embeds is None:
+        image_embeds = image_embeddings(image_encoder, clip_resize(pool, image_processor, progress=cfg.progress),
+                                        image_processor, device=device, progress=cfg.progress)
+    if len(latents) != len(pool) or len(image_embeds) != len(pool):
+        raise ValueError(f"got {len(latents)} latents and {len(image_embeds)} embeddings for {len(pool)} images")
+    negative = zero_image_embedding(frozen(image_encoder, device), device=device)
+    unet = unet.to(device)
+    alphas = noise_scheduler.alphas_cumprod.float()
+    n_t = len(alphas)
+    res = pool.resolution
+
+    def step(i: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        b = cfg.batch_size
+        idx = torch.randint(len(pool), (b,), generator=gen)
+        x0 = latents[idx]
+        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(n_t, (b,), generator=gen)
+        drop = torch.rand(b, generator=gen) < cfg.drop_image_embeds
+        emb = torch.where(drop[:, None], negative, image_embeds[idx])
+        a = alphas[t][:, None, None, None]
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        cond = {"image_embeds": emb.to(device)}
+        if cfg.kind == "inpaint":
+            repaint = random_repaint_masks(pool.boxes[idx] if pool.boxes is not None else None, b, res, gen,
+                                           p_object=cfg.p_object_mask, p_full=cfg.p_full_mask)
+            masked, keep = inpaint_inputs(x0, repaint)
+            xt = torch.cat([xt, masked, keep], dim=1)
+        elif cfg.kind == "controlnet":
+            cond["hint"] = (pool.depth[idx].float() / 255.0).expand(-1, 3, -1, -1).to(device)
+        pred = unet(xt.to(device), t.to(device), encoder_hidden_states=None, added_cond_kwargs=cond).sample[:, :c]
+        err = F.mse_loss(pred, noise.to(device), reduction="none").mean(dim=(1, 2, 3))
+        if cfg.snr_gamma:
+            snr = (a / (1 - a)).flatten().to(device)
+            err = err * torch.clamp(snr, max=cfg.snr_gamma) / snr
+        mse = F.mse_loss(pred.detach(), noise.to(device))
+        return {"loss": err.mean(), "mse": mse}
+
+    return train_loop(unet, step, cfg, out_dir, name=cfg.kind if cfg.kind != "text2img" else "decoder")

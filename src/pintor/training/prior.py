@@ -1,0 +1,100 @@
+"""Diffusion-prior training: text -> CLIP image embedding, as the Kandinsky 2.2 prior pipeline samples it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from pintor.training.clip import image_embeddings
+from pintor.training.components import frozen
+from pintor.training.data import ImagePool, clip_resize, tokenize
+from pintor.training.loop import LoopResult, TrainConfig, check_device, train_loop
+
+
+@dataclass
+class PriorConfig(TrainConfig):
+    """Prior training settings (see `TrainConfig` for the shared ones).
+
+    Args:
+        drop_caption (`float`): how often the caption is replaced by `""`, the prior pipeline's negative
+            prompt, so classifier-free guidance has an unconditional model to extrapolate from.
+        set_clip_stats (`bool`, *optional*): set the prior's `clip_mean` / `clip_std` (which
+            `post_process_latents` uses to de-normalise) from the training images' embeddings. `None`
+            sets them only when they are unset (all zero), so fine-tuning keeps a pretrained prior's.
+    """
+
+    steps: int = 3000
+    batch_size: int = 128
+    lr: float = 3e-4
+    weight_decay: float = 1e-2
+    warmup_steps: int = 100
+    drop_caption: float = 0.1
+    set_clip_stats: bool | None = None
+
+
+def train_prior(prior, text_encoder, image_encoder, tokenizer, image_processor, noise_scheduler, pool: ImagePool,
+                cfg: PriorConfig, out_dir: str | Path, *, image_embeds: torch.Tensor | None = None) -> LoopResult:
+    """Trains a `PriorTransformer` to predict the normalised CLIP image embedding (the *sample*).
+
+    Matches `KandinskyV22PriorPipeline`: the frozen text tower gives `text_embeds` (the projection
+    embedding) and `last_hidden_state` with the token attention mask; targets are the frozen image
+    tower's `image_embeds`, standardised with the prior's `clip_mean` / `clip_std`; noise follows
+    `noise_scheduler` (the prior's `UnCLIPScheduler`), as in diffusers' `train_text_to_image_prior.py`.
+
+    Args:
+        prior (`PriorTransformer`): trained in place.
+        text_encoder (`CLIPTextModelWithProjection`), image_encoder (`CLIPVisionModelWithProjection`): frozen.
+        tokenizer (`CLIPTokenizer`), image_processor (`CLIPImageProcessor`): the towers' preprocessing.
+        noise_scheduler (`UnCLIPScheduler` or `DDPMScheduler`): the training noise schedule.
+        pool (`ImagePool`): image-caption pairs.
+        cfg (`PriorConfig`): settings.
+        out_dir (`str` or `Path`): checkpoints and logs.
+        image_embeds (`torch.Tensor`, *optional*): precomputed `image_embeds` of the pool.
+    """
+    device = check_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    te = frozen(text_encoder, device)
+    if image_embeds is None:
+        image_embeds = image_embeddings(image_encoder, clip_resize(pool, image_processor, progress=cfg.progress),
+                                        image_processor, device=device, progress=cfg.progress)
+    if len(image_embeds) != len(pool):
+        raise ValueError(f"got {len(image_embeds)} image embeddings for {len(pool)} pool images")
+    set_stats = cfg.set_clip_stats
+    if set_stats is None:
+        set_stats = bool(torch.all(prior.clip_std == 0))
+    if set_stats:
+        with torch.no_grad():
+            prior.clip_mean.copy_(image_embeds.mean(0, keepdim=True))
+            prior.clip_std.copy_(image_embeds.std(0, keepdim=True).clamp_min(1e-6))
+    # The statistics are fixed data facts, not weights to learn.
+    prior.clip_mean.requires_grad_(False)
+    prior.clip_std.requires_grad_(False)
+    prior = prior.to(device)
+    ids, mask = tokenize(tokenizer, pool.captions + [""])
+    empty_ids, empty_mask = ids[-1:], mask[-1:]
+    ids, mask = ids[:-1], mask[:-1]
+    alphas = noise_scheduler.alphas_cumprod.float()
+    n_t = len(alphas)
+
+    def step(i: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        b = cfg.batch_size
+        idx = torch.randint(len(pool), (b,), generator=gen)
+        drop = torch.rand(b, generator=gen) < cfg.drop_caption
+        tok = torch.where(drop[:, None], empty_ids, ids[idx])
+        att = torch.where(drop[:, None], empty_mask, mask[idx])
+        t = torch.randint(n_t, (b,), generator=gen)
+        noise = torch.randn(b, image_embeds.shape[1], generator=gen)
+        with torch.no_grad():
+            out = te(tok.to(device))
+        x0 = (image_embeds[idx].to(device) - prior.clip_mean) / prior.clip_std
+        a = alphas[t].to(device)[:, None]
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise.to(device)
+        pred = prior(xt, timestep=t.to(device), proj_embedding=out.text_embeds,
+                     encoder_hidden_states=out.last_hidden_state, attention_mask=att.to(device)).predicted_image_embedding
+        loss = F.mse_loss(pred, x0)
+        return {"loss": loss}
+
+    return train_loop(prior, step, cfg, out_dir, name="prior")

@@ -1,0 +1,269 @@
+"""Training the embedded `pintor-shapes` model from scratch, stage by stage.
+
+Stages: CLIP towers -> MoVQ -> prior -> decoder -> inpaint and depth-ControlNet decoders. Each stage
+trains in its own folder under `out_dir/work/` with its own checkpoints, and exports its weights to
+`work/<stage>/final/` when done, so an interrupted run resumes inside the stage it stopped in.
+Step counts come from a fixed plan (`plan_for_budget`), never from the clock, so the same seed gives
+the same model on the same machine.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from pintor.architectures import SHAPES, Kandinsky22Sizes, build_kandinsky22, save_kandinsky22
+
+STAGES = ("clip", "movq", "prior", "decoder", "inpaint", "controlnet")
+
+# Seconds per step of each stage at the plan's batch sizes, measured on the 2-core CPU this model is
+# trained on (`python -m pintor.training.shapes_main --probe`), and seconds of fixed work (rendering the
+# pool, precomputing latents and embeddings, saving).
+SECONDS_PER_STEP = {"clip": 0.30, "movq": 0.45, "prior": 0.10, "decoder": 0.20, "inpaint": 0.21, "controlnet": 0.26}
+FIXED_SECONDS = 240.0
+# Share of the step budget per stage: the decoder does the hardest job.
+STAGE_SHARES = {"clip": 0.08, "movq": 0.14, "prior": 0.08, "decoder": 0.42, "inpaint": 0.14, "controlnet": 0.14}
+
+# Default generation settings written to pintor.json (pintor's setting names).
+DEFAULTS = {"steps": 20, "prior_steps": 10, "guidance_scale": 4.0, "prior_guidance_scale": 4.0, "width": 128,
+            "height": 128, "scheduler": "ddpm"}
+
+
+@dataclass
+class ShapesPlan:
+    """Step counts and batch sizes of every stage of `train_shapes`."""
+
+    pool_size: int = 20000
+    clip_steps: int = 1500
+    clip_batch: int = 128
+    movq_steps: int = 1600
+    movq_batch: int = 16
+    prior_steps: int = 4000
+    prior_batch: int = 128
+    decoder_steps: int = 10000
+    decoder_batch: int = 32
+    inpaint_steps: int = 3500
+    inpaint_batch: int = 32
+    controlnet_steps: int = 3000
+    controlnet_batch: int = 32
+
+    def seconds(self) -> float:
+        """Estimated wall time on the reference CPU."""
+        return FIXED_SECONDS + sum(getattr(self, f"{s}_steps") * SECONDS_PER_STEP[s] for s in STAGES)
+
+
+def plan_for_budget(budget_minutes: float, *, seconds_per_step: dict[str, float] | None = None,
+                    fixed_seconds: float = FIXED_SECONDS) -> ShapesPlan:
+    """The plan whose estimated time fills `budget_minutes`.
+
+    Args:
+        budget_minutes (`float`): wall-time budget.
+        seconds_per_step (`dict`, *optional*): per-stage step costs; `SECONDS_PER_STEP` by default.
+        fixed_seconds (`float`): time that is not training steps.
+    """
+    sps = {**SECONDS_PER_STEP, **(seconds_per_step or {})}
+    if not (isinstance(budget_minutes, (int, float)) and budget_minutes * 60 > fixed_seconds + 60):
+        raise ValueError(f"budget_minutes must exceed {(fixed_seconds + 60) / 60:.0f}, got {budget_minutes!r}")
+    train_s = budget_minutes * 60 - fixed_seconds
+    plan = ShapesPlan()
+    for s in STAGES:
+        setattr(plan, f"{s}_steps", max(10, int(train_s * STAGE_SHARES[s] / sps[s]) // 10 * 10))
+    return plan
+
+
+def _log(msg: str) -> None:
+    print(f"[pintor-shapes {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _stage_cfgs(plan: ShapesPlan, device: str, seed: int, resume: bool, progress: bool) -> dict:
+    from pintor.training.clip import ClipConfig
+    from pintor.training.decoder import DecoderConfig
+    from pintor.training.movq import MovqConfig
+    from pintor.training.prior import PriorConfig
+
+    common = dict(device=device, resume=resume, progress=progress)
+
+    def every(steps: int) -> int:
+        return max(50, min(500, steps // 10))
+
+    return {
+        "clip": ClipConfig(steps=plan.clip_steps, batch_size=plan.clip_batch, seed=seed + 1,
+                           checkpoint_every=every(plan.clip_steps), **common),
+        "movq": MovqConfig(steps=plan.movq_steps, batch_size=plan.movq_batch, seed=seed + 2,
+                           checkpoint_every=every(plan.movq_steps), **common),
+        "prior": PriorConfig(steps=plan.prior_steps, batch_size=plan.prior_batch, seed=seed + 3,
+                             checkpoint_every=every(plan.prior_steps), **common),
+        "decoder": DecoderConfig(kind="text2img", steps=plan.decoder_steps, batch_size=plan.decoder_batch,
+                                 seed=seed + 4, checkpoint_every=every(plan.decoder_steps), **common),
+        "inpaint": DecoderConfig(kind="inpaint", steps=plan.inpaint_steps, batch_size=plan.inpaint_batch,
+                                 lr=1e-4, warmup_steps=100, seed=seed + 5,
+                                 checkpoint_every=every(plan.inpaint_steps), **common),
+        "controlnet": DecoderConfig(kind="controlnet", steps=plan.controlnet_steps, batch_size=plan.controlnet_batch,
+                                    lr=1e-4, warmup_steps=100, seed=seed + 6,
+                                    checkpoint_every=every(plan.controlnet_steps), **common),
+    }
+
+
+def _save_module(module, path: Path) -> None:
+    module.save_pretrained(path, safe_serialization=True)
+
+
+def train_shapes(out_dir: str | Path, *, device: str = "cpu", seed: int = 0, budget_minutes: float = 90.0,
+                 resume: bool = False, plan: ShapesPlan | None = None, sizes: Kandinsky22Sizes = SHAPES,
+                 defaults: dict | None = None, progress: bool = True) -> Path:
+    """Trains the whole embedded `pintor-shapes` model from scratch and saves it to `out_dir/model`.
+
+    Args:
+        out_dir (`str` or `Path`): run folder; stages work in `out_dir/work/<stage>/`.
+        device (`str`): `"cpu"` or `"cuda"`.
+        seed (`int`): seeds data, initialisation and every stage; the same seed gives the same model on
+            the same machine.
+        budget_minutes (`float`): wall-time budget on the reference 2-core CPU, turned into step counts
+            by `plan_for_budget` (ignored when `plan` is given).
+        resume (`bool`): continue an interrupted run: finished stages are loaded, the current one resumes
+            from its newest checkpoint.
+        plan (`ShapesPlan`, *optional*): explicit step counts and batch sizes.
+        sizes (`Kandinsky22Sizes`): model sizes (`SHAPES`; tests pass `TINY`).
+        defaults (`dict`, *optional*): default generation settings for `pintor.json`; `DEFAULTS` if omitted.
+        progress (`bool`): show progress bars.
+
+    Returns:
+        The saved model folder, loadable with `pintor.load(path)`.
+    """
+    from diffusers import PriorTransformer, UNet2DConditionModel, VQModel
+    from safetensors.torch import load_file, save_file
+    from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
+
+    from pintor.training.clip import image_embeddings, train_clip, zero_image_embedding
+    from pintor.training.components import controlnet_unet_from, frozen, inpaint_unet_from
+    from pintor.training.data import build_shapes_pool, clip_resize
+    from pintor.training.decoder import train_decoder
+    from pintor.training.loop import check_device
+    from pintor.training.movq import encode_latents, train_movq
+    from pintor.training.prior import train_prior
+
+    check_device(device)
+    plan = plan or plan_for_budget(budget_minutes)
+    out = Path(out_dir)
+    work = out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    run_meta = {"seed": seed, "plan": asdict(plan), "sizes": asdict(sizes)}
+    meta_path = work / "run.json"
+    if resume and meta_path.is_file():
+        old = json.loads(meta_path.read_text())
+        if old != json.loads(json.dumps(run_meta)):
+            raise ValueError(f"cannot resume {str(out)!r}: it was started with {old}, not {run_meta}")
+    elif not resume:
+        # A fresh run never picks up an older run's finished stages.
+        for s in STAGES:
+            if (work / s / "final" / "done.json").is_file():
+                (work / s / "final" / "done.json").unlink()
+        cache = work / "cache.safetensors"
+        if cache.is_file():
+            cache.unlink()
+    meta_path.write_text(json.dumps(run_meta, indent=1))
+    t_start = time.time()
+    _log(f"plan: {json.dumps(asdict(plan))}; estimated {plan.seconds() / 60:.1f} min on the reference CPU")
+
+    torch.manual_seed(seed)
+    c = build_kandinsky22(sizes, seed=seed)
+    cfgs = _stage_cfgs(plan, device, seed, resume, progress)
+    timings: dict[str, float] = {}
+
+    def done(stage: str) -> bool:
+        return resume and (work / stage / "final" / "done.json").is_file()
+
+    def finish(stage: str, t0: float, **info) -> None:
+        timings[stage] = time.time() - t0
+        (work / stage / "final" / "done.json").write_text(json.dumps({"seconds": timings[stage], **info}))
+        _log(f"{stage} done in {timings[stage] / 60:.1f} min")
+
+    t0 = time.time()
+    pool = build_shapes_pool(plan.pool_size, seed=seed, progress=progress)
+    pixels = clip_resize(pool, c.image_processor, progress=progress)
+    _log(f"rendered {len(pool)} training images in {time.time() - t0:.0f} s")
+
+    # 1. CLIP towers.
+    final = work / "clip" / "final"
+    if done("clip"):
+        c.text_encoder = CLIPTextModelWithProjection.from_pretrained(final / "text_encoder")
+        c.image_encoder = CLIPVisionModelWithProjection.from_pretrained(final / "image_encoder")
+    else:
+        t0 = time.time()
+        r = train_clip(c.text_encoder, c.image_encoder, c.tokenizer, c.image_processor, pool, cfgs["clip"],
+                       work / "clip")
+        c.text_encoder, c.image_encoder = r.model.text_encoder.cpu(), r.model.image_encoder.cpu()
+        _save_module(c.text_encoder, final / "text_encoder")
+        _save_module(c.image_encoder, final / "image_encoder")
+        finish("clip", t0, acc=r.history[-1]["acc"])
+
+    # 2. MoVQ.
+    final = work / "movq" / "final"
+    if done("movq"):
+        c.movq = VQModel.from_pretrained(final)
+    else:
+        t0 = time.time()
+        r = train_movq(c.movq, pool, cfgs["movq"], work / "movq")
+        c.movq = r.model.cpu()
+        _save_module(c.movq, final)
+        finish("movq", t0, **r.info)
+
+    # Latents and image embeddings of the pool, shared by the prior and decoder stages.
+    cache = work / "cache.safetensors"
+    if resume and cache.is_file():
+        cached = load_file(cache)
+        latents, embeds = cached["latents"], cached["image_embeds"]
+    else:
+        t0 = time.time()
+        latents = encode_latents(frozen(c.movq, device), pool, device=device, progress=progress)
+        embeds = image_embeddings(c.image_encoder, pixels, c.image_processor, device=device, progress=progress)
+        save_file({"latents": latents.contiguous(), "image_embeds": embeds.contiguous()}, cache)
+        _log(f"latents (std {latents.std():.3f}) and image embeddings in {time.time() - t0:.0f} s")
+    c.image_encoder = c.image_encoder.cpu()
+
+    # 3. Prior.
+    final = work / "prior" / "final"
+    if done("prior"):
+        c.prior = PriorTransformer.from_pretrained(final)
+    else:
+        t0 = time.time()
+        r = train_prior(c.prior, c.text_encoder, c.image_encoder, c.tokenizer, c.image_processor, c.prior_scheduler,
+                        pool, cfgs["prior"], work / "prior", image_embeds=embeds)
+        c.prior = r.model.cpu()
+        _save_module(c.prior, final)
+        finish("prior", t0)
+
+    # 4-6. Decoders: the inpaint and ControlNet UNets start from the trained decoder.
+    def decoder_stage(stage: str, unet_fn):
+        final = work / stage / "final"
+        if done(stage):
+            return UNet2DConditionModel.from_pretrained(final)
+        t0 = time.time()
+        r = train_decoder(unet_fn(), c.movq, c.image_encoder, c.image_processor, c.scheduler, pool, cfgs[stage],
+                          work / stage, latents=latents, image_embeds=embeds)
+        unet = r.model.cpu()
+        _save_module(unet, final)
+        finish(stage, t0)
+        return unet
+
+    c.unet = decoder_stage("decoder", lambda: c.unet)
+    c.inpaint_unet = decoder_stage("inpaint", lambda: inpaint_unet_from(c.unet, seed=seed + 5))
+    c.controlnet_unet = decoder_stage("controlnet", lambda: controlnet_unet_from(c.unet, seed=seed + 6))
+
+    c.extra = {
+        "negative_image_embeds": "zero-image",
+        "negative_image_embeds_note": "decoders were trained with image_encoder(zeros) as the unconditional "
+                                      "embedding (the prior pipeline's get_zero_embed, returned when no "
+                                      "negative prompt is given)",
+        "training": {"seed": seed, "plan": asdict(plan), "minutes": round((time.time() - t_start) / 60, 1)},
+    }
+    model_dir = save_kandinsky22(c, out / "model", name="pintor-shapes", fp16=True, defaults=defaults or DEFAULTS)
+    zero = zero_image_embedding(c.image_encoder, device="cpu")
+    mb = sum(f.stat().st_size for f in model_dir.rglob("*.safetensors")) / 1e6
+    _log(f"saved {model_dir} ({mb:.1f} MB of safetensors) after {(time.time() - t_start) / 60:.1f} min; "
+         f"zero-image embedding norm {zero.norm():.2f}")
+    return model_dir

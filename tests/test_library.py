@@ -1,0 +1,204 @@
+"""Every mode through `pintor.load(path)` on tiny real components: shapes, ranges, determinism, sharing."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import pintor
+from pintor.errors import ModeNotSupportedError, PintorError
+
+Q = dict(show_progress=False)
+
+
+def _arr(img):
+    return np.asarray(img, dtype=np.int16)
+
+
+def _check_images(images, n=1, size=(64, 64)):
+    assert isinstance(images, list) and len(images) == n
+    for img in images:
+        assert isinstance(img, Image.Image) and img.mode == "RGB" and img.size == size
+        a = np.asarray(img)
+        assert a.dtype == np.uint8 and a.std() > 0  # a real decode, not a blank canvas
+
+
+def test_generate_shapes_and_metadata(painter):
+    images = painter.generate("a red circle above a blue square", seed=0, n=2, **Q)
+    _check_images(images, n=2)
+    rec = json.loads(images[1].info["pintor"])
+    assert rec["seed"] == 1 and rec["index"] == 1 and rec["request"]["prompt"] == "a red circle above a blue square"
+    assert images[1].info["parameters"].startswith("a red circle above a blue square\n")
+    assert "Seed: 1," in images[1].info["parameters"]
+
+
+def test_same_seed_same_pixels_other_seed_differs(painter):
+    a = painter.generate("a green star", seed=7, **Q)[0]
+    b = painter.generate("a green star", seed=7, **Q)[0]
+    c = painter.generate("a green star", seed=8, **Q)[0]
+    assert np.array_equal(_arr(a), _arr(b))
+    assert not np.array_equal(_arr(a), _arr(c))
+
+
+def test_image_i_of_a_batch_is_reproducible_alone(painter):
+    batch = painter.generate("a purple square", seed=10, n=2, **Q)
+    alone = painter.generate("a purple square", seed=11, **Q)[0]
+    # Per-image generators: image 1 of a batch seeded 10 draws the same noise as seed 11 alone.
+    diff = np.abs(_arr(batch[1]) - _arr(alone))
+    assert diff.max() <= 2
+
+
+def test_random_seed_is_recorded(painter):
+    img = painter.generate("a red circle", **Q)[0]
+    seed = json.loads(img.info["pintor"])["seed"]
+    again = painter.generate("a red circle", seed=seed, **Q)[0]
+    assert np.array_equal(_arr(img), _arr(again))
+
+
+def test_mix_images_and_texts(painter, rgb_png):
+    out = painter.mix([rgb_png, "a blue square"], weights=[0.5, 0.5], seed=0, **Q)
+    _check_images(out)
+    out2 = painter.mix([str(rgb_png), Image.open(rgb_png)], weights=[1.0, 2.0], seed=0, **Q)
+    _check_images(out2)
+    # Weights move the embedding, so they change the picture.
+    a = painter.mix([rgb_png, "a blue square"], weights=[1.0, 0.0], seed=0, **Q)[0]
+    b = painter.mix([rgb_png, "a blue square"], weights=[0.0, 1.0], seed=0, **Q)[0]
+    assert not np.array_equal(_arr(a), _arr(b))
+
+
+@pytest.mark.parametrize("weights, match", [([1.0], "2 items but 1 weights"), ([1.0, float("nan")], "finite"),
+                                             ([1.0, float("inf")], "finite")])
+def test_mix_bad_weights(painter, rgb_png, weights, match):
+    with pytest.raises(PintorError, match=match):
+        painter.mix([rgb_png, "a cat"], weights=weights, **Q)
+
+
+def test_img2img_strength(painter, rgb_png):
+    out = painter.img2img(rgb_png, "a blue star", strength=0.3, steps=4, seed=0, **Q)
+    _check_images(out)
+    with pytest.raises(PintorError, match="strength"):
+        painter.img2img(rgb_png, "a blue star", strength=1.5, **Q)
+    with pytest.raises(PintorError, match="runs no denoising step"):
+        painter.img2img(rgb_png, "a blue star", strength=0.3, steps=2, **Q)
+
+
+def test_inpaint_keeps_pixels_outside_mask(painter, rgb_png, mask_png):
+    out = painter.inpaint(rgb_png, mask_png, "a yellow square", seed=0, n=2, **Q)
+    _check_images(out, n=2)
+    src = _arr(Image.open(rgb_png).convert("RGB"))
+    outside = np.asarray(Image.open(mask_png)) < 128
+    for img in out:
+        assert np.array_equal(_arr(img)[outside], src[outside])
+        # Deep inside the mask the model repainted (random tiny weights: anything but the input).
+        assert not np.array_equal(_arr(img)[24:40, 16:32], src[24:40, 16:32])
+
+
+def test_control_with_depth_map(painter):
+    depth = np.zeros((64, 64), np.uint8)
+    depth[10:40, 10:40] = 200
+    _check_images(painter.control(depth, "a red square", seed=0, **Q))
+    a = painter.control(depth, "a red square", seed=0, **Q)[0]
+    b = painter.control(np.flipud(depth).copy(), "a red square", seed=0, **Q)[0]
+    assert not np.array_equal(_arr(a), _arr(b))  # the hint reaches the UNet
+
+
+def test_control_estimates_depth_with_transformers_model(tiny_k22, tiny_dpt, rgb_png):
+    p = pintor.load(tiny_k22, depth_estimator=str(tiny_dpt))
+    _check_images(p.control(rgb_png, "a red circle", estimate_depth=True, seed=0, **Q))
+    assert "depth_estimator" in p.components
+
+
+def test_variations(painter, rgb_png):
+    _check_images(painter.variations(rgb_png, seed=0, n=2, **Q), n=2)
+
+
+def test_modes_share_one_set_of_weights(tiny_k22, rgb_png, mask_png):
+    p = pintor.load(tiny_k22)
+    p.generate("a red circle", seed=0, **Q)
+    p.img2img(rgb_png, "a red circle", seed=0, **Q)
+    p.inpaint(rgb_png, mask_png, "a red circle", seed=0, **Q)
+    p.control(np.zeros((64, 64), np.uint8), "a red circle", seed=0, **Q)
+    p.mix([rgb_png, "a cat"], [0.5, 0.5], seed=0, **Q)
+    pipes = [p.backend.pipeline(m) for m in ("generate", "img2img", "inpaint", "control")]
+    assert len({id(pipe.movq) for pipe in pipes}) == 1
+    assert pipes[0].unet is pipes[1].unet and pipes[2].unet is not pipes[0].unet
+    comps = p.components
+    assert comps["movq"] is pipes[0].movq
+    # One CLIP and one prior, whichever modes ran: every module appears once.
+    modules = [v for v in comps.values() if hasattr(v, "parameters")]
+    assert len({id(m) for m in modules}) == len(modules)
+    names = sorted(comps)
+    assert names.count("prior.image_encoder") == 1 and names.count("prior.text_encoder") == 1
+
+
+def test_missing_mode_lists_the_modes_it_has(tiny_k22_no_control):
+    p = pintor.load(tiny_k22_no_control)
+    assert "control" not in p.modes
+    with pytest.raises(ModeNotSupportedError, match="its modes are generate, mix, img2img, inpaint, variations"):
+        p.control(np.zeros((64, 64), np.uint8), "a red circle", **Q)
+
+
+def test_size_rounding_and_limits(painter):
+    img = painter.generate("a red circle", seed=0, width=72, height=64, **Q)[0]
+    assert img.size == (128, 64)  # rounded up to the MoVQ's 64-pixel blocks
+    for kw, match in [(dict(width=60), "multiple of 8"), (dict(width=56), "below the minimum"),
+                      (dict(height=4096), "above the limit"), (dict(steps=0), "steps"), (dict(n=0), "n must")]:
+        with pytest.raises(PintorError, match=match):
+            painter.generate("a red circle", **kw, **Q)
+    with pytest.raises(PintorError, match="prompt is empty"):
+        painter.generate("  ", **Q)
+
+
+def test_raised_size_limit(tiny_k22):
+    from pintor.request import GenerationRequest, Limits
+
+    GenerationRequest(prompt="x", width=4096).validate(Limits(max_size=4096))
+    with pytest.raises(PintorError):
+        GenerationRequest(prompt="x", width=4096).validate()
+
+
+def test_bad_images(painter, tmp_path):
+    (tmp_path / "notes.png").write_text("not an image")
+    with pytest.raises(PintorError, match="not found"):
+        painter.img2img(tmp_path / "missing.png", "x", **Q)
+    with pytest.raises(PintorError, match="not a readable image"):
+        painter.img2img(tmp_path / "notes.png", "x", **Q)
+
+
+def test_request_json_round_trip(rgb_png):
+    from pintor.request import GenerationRequest
+
+    req = GenerationRequest(mode="mix", items=[rgb_png, "a tiger"], weights=[0.3, 0.7], seed=5, steps=3)
+    back = GenerationRequest.from_json(json.loads(json.dumps(req.to_json())))
+    assert back.items[1] == "a tiger" and str(back.items[0]) == str(rgb_png.resolve())
+    assert (back.weights, back.seed, back.steps, back.mode) == ([0.3, 0.7], 5, 3, "mix")
+
+
+def test_unknown_model_and_missing_folder(tmp_path):
+    with pytest.raises(PintorError, match="unknown model 'nope'"):
+        pintor.load("nope")
+    with pytest.raises(PintorError, match="not found"):
+        pintor.load(tmp_path / "absent")
+    with pytest.raises(PintorError, match="not a Kandinsky 2.2 model folder"):
+        pintor.load(tmp_path)
+
+
+def test_missing_hub_weights_is_one_clear_line(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(PintorError) as e:
+        pintor.load("kandinsky-2.2")
+    msg = str(e.value)
+    assert "kandinsky-community/kandinsky-2-2-prior" in msg and "pintor download kandinsky-2.2" in msg
+    assert "\n" not in msg
+
+
+def test_save_image_writes_both_chunks(painter, tmp_path):
+    img = painter.generate("a red circle", seed=3, **Q)[0]
+    pintor.save_image(img, tmp_path / "x.png")
+    meta = pintor.read_metadata(tmp_path / "x.png")
+    assert meta["pintor"]["seed"] == 3 and "Steps: 2" in meta["parameters"]
+    assert np.array_equal(_arr(Image.open(tmp_path / "x.png").convert("RGB")), _arr(img))
