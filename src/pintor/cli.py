@@ -111,6 +111,19 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", required=True, help="output folder")
     d.add_argument("--seed", type=int, default=0)
 
+    p = sub.add_parser("eval", help="judge a model on shapes-world prompts with pintor's detector")
+    p.add_argument("--model", "-m", default=None, help="registry name or folder (default: pintor-shapes)")
+    p.add_argument("--prompts", default=None, help="captions file, one per line (default: a built-in set)")
+    p.add_argument("--n", type=int, default=24, help="prompts per category and cases per mode (default 24)")
+    p.add_argument("--seed", type=int, default=None, help="seed of prompts and generations")
+    p.add_argument("--out", default="eval-results", help="folder for eval.json and contact-sheet.png")
+    p.add_argument("--no-modes", action="store_true", help="only text prompts: skip mixing, control, inpainting")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--prior-steps", type=int, default=None)
+    p.add_argument("--scheduler", default=None)
+    p.add_argument("--device", default=None)
+    p.add_argument("--quiet", "-q", action="store_true")
+
     try:
         from pintor.training.cli import add_parser as add_train_parser
     except ImportError:  # training extras not importable: the rest of the CLI still works
@@ -369,10 +382,59 @@ def _cmd_data(args) -> int:
     return 0
 
 
+def _cmd_eval(args) -> int:
+    from pintor.eval.evaluate import EVAL_SEED, EvalConfig, run
+    from pintor.painter import resolve_model
+    from pintor.request import GenerationRequest
+
+    if args.n < 1:
+        raise PintorError(f"--n must be a positive integer, got {args.n}")
+    settings = {k: getattr(args, k) for k in ("steps", "prior_steps", "scheduler") if getattr(args, k) is not None}
+    GenerationRequest(prompt="x", **settings).validate()
+    if args.prompts:
+        from pintor.eval.evaluate import read_prompts
+
+        read_prompts(args.prompts)
+    resolve_model(args.model)
+    out = Path(args.out)
+    _check_writable(out)
+    _quiet_libraries()
+    cfg = EvalConfig(n=args.n, seed=EVAL_SEED if args.seed is None else args.seed, prompts_file=args.prompts,
+                     modes=not args.no_modes, settings=settings)
+    report = run(args.model, cfg, out, load_kwargs={"device": args.device}, progress=not args.quiet)
+    print(format_report(report))
+    print(out / "eval.json")
+    print(out / "contact-sheet.png")
+    return 0
+
+
+def format_report(report: dict) -> str:
+    """A short human summary of an eval report."""
+    lines = [f"model {report['model']}"]
+    acc, counts = report["prompts"]["accuracy"], report["prompts"]["counts"]
+    for cat, v in acc.items():
+        lines.append(f"  {cat:<16} {v:.3f}" + (f"  (n={counts[cat]})" if cat in counts else ""))
+    if "mixing" in report:
+        for kind, m in report["mixing"].items():
+            lines.append(f"  mix ({kind} item)  A at w=1 {m['a_at_w1']:.2f}, B at w=0 {m['b_at_w0']:.2f}, "
+                         f"monotonic {m['monotonic_cases']:.2f}")
+    if "control" in report:
+        c = report["control"]
+        lines.append(f"  control          correct and within 8 px {c['correct_and_placed']:.2f}")
+    if "inpaint" in report:
+        i = report["inpaint"]
+        lines.append(f"  inpaint          new object correct {i['new_object_correct']:.2f}, "
+                     f"outside unchanged {i['outside_unchanged']:.2f}")
+    s = report["speed"]
+    lines.append(f"  load {s['load_seconds']:.2f} s, {s['seconds_per_image']:.2f} s per image")
+    return "\n".join(lines)
+
+
 def _dispatch(args) -> int:
     if args.command in _MODE_OF:
         return _cmd_generation(args)
-    handlers = {"models": _cmd_models, "download": _cmd_download, "info": _cmd_info, "data": _cmd_data}
+    handlers = {"models": _cmd_models, "download": _cmd_download, "info": _cmd_info, "data": _cmd_data,
+                "eval": _cmd_eval}
     if args.command in handlers:
         return handlers[args.command](args)
     if args.command == "train":

@@ -97,7 +97,6 @@ def _pool(args):
 
     if args.data:
         return load_imagefolder_pool(args.data, resolution=args.resolution)
-    _positive("pool-size", args.pool_size)
     return build_shapes_pool(args.pool_size, seed=args.seed)
 
 
@@ -133,38 +132,38 @@ def _run(args) -> int:
         print(path)
         return 0
 
+    from pintor.training.clip import ClipConfig, train_clip
+    from pintor.training.components import controlnet_unet_from, inpaint_unet_from
+    from pintor.training.decoder import DecoderConfig, train_decoder
+    from pintor.training.movq import MovqConfig, train_movq
+    from pintor.training.prior import PriorConfig, train_prior
+
+    kind = {"decoder": "text2img", "inpaint": "inpaint", "controlnet": "controlnet"}.get(args.target)
+    # Check every setting before the slow work (loading the model, rendering data).
+    if kind is not None:
+        cfg = _config(args, DecoderConfig, kind=kind)
+    else:
+        cfg = _config(args, {"clip": ClipConfig, "movq": MovqConfig, "prior": PriorConfig}[args.target])
+    _positive("pool-size", args.pool_size)
     c = _start_model(args)
     pool = _pool(args)
     torch.manual_seed(args.seed)
     if args.target == "clip":
-        from pintor.training.clip import ClipConfig, train_clip
-
-        r = train_clip(c.text_encoder, c.image_encoder, c.tokenizer, c.image_processor, pool,
-                       _config(args, ClipConfig), out)
+        r = train_clip(c.text_encoder, c.image_encoder, c.tokenizer, c.image_processor, pool, cfg, out)
         c.text_encoder, c.image_encoder = r.model.text_encoder.cpu(), r.model.image_encoder.cpu()
     elif args.target == "movq":
-        from pintor.training.movq import MovqConfig, train_movq
-
-        c.movq = train_movq(c.movq, pool, _config(args, MovqConfig), out).model.cpu()
+        c.movq = train_movq(c.movq, pool, cfg, out).model.cpu()
     elif args.target == "prior":
-        from pintor.training.prior import PriorConfig, train_prior
-
         c.prior = train_prior(c.prior, c.text_encoder, c.image_encoder, c.tokenizer, c.image_processor,
-                              c.prior_scheduler, pool, _config(args, PriorConfig), out).model.cpu()
+                              c.prior_scheduler, pool, cfg, out).model.cpu()
     else:
-        from pintor.training.components import controlnet_unet_from, inpaint_unet_from
-        from pintor.training.decoder import DecoderConfig, train_decoder
-
-        kind = {"decoder": "text2img", "inpaint": "inpaint", "controlnet": "controlnet"}[args.target]
-        fixed = {"kind": kind}
         if kind == "text2img":
             unet = c.unet
         elif kind == "inpaint":
             unet = c.inpaint_unet if c.inpaint_unet is not None else inpaint_unet_from(c.unet, seed=args.seed)
         else:
             unet = c.controlnet_unet if c.controlnet_unet is not None else controlnet_unet_from(c.unet, seed=args.seed)
-        r = train_decoder(unet, c.movq, c.image_encoder, c.image_processor, c.scheduler, pool,
-                          _config(args, DecoderConfig, **fixed), out)
+        r = train_decoder(unet, c.movq, c.image_encoder, c.image_processor, c.scheduler, pool, cfg, out)
         setattr(c, {"text2img": "unet", "inpaint": "inpaint_unet", "controlnet": "controlnet_unet"}[kind], r.model.cpu())
     meta = c.extra.pop("_meta", {})
     # Keep what the starting model recorded (e.g. its negative-embedding convention), minus what is rewritten.

@@ -80,8 +80,8 @@ def build_shapes_pool(n: int, *, seed: int = 0, progress: bool = True) -> ImageP
         # The generator already excludes held-out pairs; checking again costs nothing and guards the rule.
         if any((o.colour, o.shape) in HELD_OUT for o in s.objects):
             raise RuntimeError(f"shapes sample {i} shows a held-out pair: {s.caption!r}")
-        images[i] = torch.from_numpy(np.asarray(s.image, dtype=np.uint8)).permute(2, 0, 1)
-        depth[i, 0] = torch.from_numpy(np.asarray(s.depth, dtype=np.uint8))
+        images[i] = torch.from_numpy(np.array(s.image, dtype=np.uint8)).permute(2, 0, 1)
+        depth[i, 0] = torch.from_numpy(np.array(s.depth, dtype=np.uint8))
         for k, m in enumerate(s.masks[:4]):
             bb = m.getbbox()
             if bb is not None:
@@ -149,10 +149,10 @@ def load_imagefolder_pool(folder: str | Path, *, resolution: int, limit: int | N
             if depth is not None:
                 with Image.open(depth_path(r)) as dm:
                     d = _square(dm.convert("L"), resolution, Image.BILINEAR)
-                depth[i, 0] = torch.from_numpy(np.asarray(d, dtype=np.uint8))
+                depth[i, 0] = torch.from_numpy(np.array(d, dtype=np.uint8))
         except OSError as e:
             raise ValueError(f"cannot read image {str(r['path'])!r} ({e}); expected a PNG or JPEG") from None
-        images[i] = torch.from_numpy(np.asarray(img, dtype=np.uint8)).permute(2, 0, 1)
+        images[i] = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
         captions.append(r["text"])
     return ImagePool(images, captions, depth, None)
 
@@ -178,7 +178,7 @@ def clip_resize(pool: ImagePool, image_processor, *, progress: bool = True) -> t
     for i in tqdm(range(len(pool)), desc="clip resize", disable=not progress, mininterval=5):
         img = Image.fromarray(pool.images[i].permute(1, 2, 0).numpy())
         img = _square(img, size, resample)
-        out[i] = torch.from_numpy(np.asarray(img, dtype=np.uint8)).permute(2, 0, 1)
+        out[i] = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
     return out
 
 

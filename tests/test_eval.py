@@ -1,0 +1,53 @@
+"""`pintor eval` on a tiny model: it runs every part and writes a well-formed report and contact sheet."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from conftest import run_cli
+from pintor.data.shapes import HELD_OUT, parse_caption
+from pintor.eval.evaluate import CATEGORIES, category_of, default_prompts
+
+
+def test_default_prompts_cover_every_category():
+    prompts = default_prompts(6)
+    assert {c for c, _ in prompts} == set(CATEGORIES)
+    for cat, caption in prompts:
+        spec = parse_caption(caption)
+        assert category_of(spec) == cat
+        if cat != "single_held_out":
+            assert not set(spec.objects) & HELD_OUT
+    assert default_prompts(6) == prompts  # deterministic
+
+
+@pytest.mark.slow
+def test_eval_cli_writes_report_and_sheet(tiny_k22, tmp_path):
+    r = run_cli("eval", "--model", tiny_k22, "--n", 1, "--out", "ev", "-q", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert set(report["prompts"]["accuracy"]) == set(CATEGORIES) | {"overall"}
+    assert all(0 <= v <= 1 for v in report["prompts"]["accuracy"].values())
+    assert set(report["mixing"]) == {"image", "text"} and "correct_and_placed" in report["control"]
+    assert report["inpaint"]["outside_unchanged"] == 1.0  # the composite keeps every outside pixel
+    assert report["speed"]["load_seconds"] > 0 and report["speed"]["seconds_per_image"] > 0
+    sheet = Image.open(tmp_path / "ev" / "contact-sheet.png")
+    assert sheet.width > 128 and sheet.height > 128
+    assert "overall" in r.stdout
+
+
+def test_eval_bad_prompts_file(tmp_path):
+    (tmp_path / "p.txt").write_text("a red circle\na purple zebra\n")
+    r = run_cli("eval", "--prompts", "p.txt", cwd=tmp_path)
+    assert r.returncode == 2 and "p.txt:2: not a shapes-world caption" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_data_shapes_cli(tmp_path):
+    r = run_cli("data", "shapes", "--n", 3, "--out", "ds", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = (tmp_path / "ds" / "metadata.jsonl").read_text().splitlines()
+    assert len(lines) == 3 and all(json.loads(ln)["text"] for ln in lines)
+    assert Image.open(tmp_path / "ds" / json.loads(lines[0])["file_name"]).size == (128, 128)

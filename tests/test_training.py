@@ -1,0 +1,349 @@
+"""Smoke tests of pintor.training: a few steps of every trainer on 16 tiny shapes images with TINY models.
+
+The trainers are deterministic in their seed, so "the loss falls" is checked on fixed runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from pintor.architectures import TINY, build_kandinsky22, save_kandinsky22
+
+RES = 64  # TINY MoVQ has 4 levels: 64 px images give 8 x 8 latents
+
+
+@pytest.fixture(autouse=True)
+def _quiet_threads():
+    # Two cores are shared with other jobs; more threads only add contention on these tiny models.
+    n = torch.get_num_threads()
+    torch.set_num_threads(min(n, 2))
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def shapes_folder(tmp_path_factory) -> Path:
+    from pintor.data.shapes import write_imagefolder
+
+    return write_imagefolder(tmp_path_factory.mktemp("data") / "shapes", 16, seed=3, progress=False)
+
+
+@pytest.fixture(scope="module")
+def pool(shapes_folder):
+    from pintor.training.data import load_imagefolder_pool
+
+    return load_imagefolder_pool(shapes_folder, resolution=RES, progress=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("models") / "tiny"
+    save_kandinsky22(build_kandinsky22(TINY, seed=0), path, name="tiny")
+    return path
+
+
+def _mean(rows, key="loss"):
+    return sum(r[key] for r in rows) / len(rows)
+
+
+def _fast(cls, **kw):
+    return cls(progress=False, warmup_steps=1, checkpoint_every=kw.pop("checkpoint_every", 1000), **kw)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------------
+
+
+def _toy(tmp, steps, resume=False, stop_at=None):
+    from pintor.training.loop import TrainConfig, train_loop
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 1))
+    w = torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
+
+    def step(i, gen):
+        if stop_at is not None and i == stop_at:
+            raise KeyboardInterrupt
+        x = torch.randn(16, 4, generator=gen)
+        return {"loss": torch.nn.functional.mse_loss(model(x), x @ w)}
+
+    cfg = TrainConfig(steps=steps, batch_size=16, lr=5e-2, warmup_steps=2, checkpoint_every=4, progress=False,
+                      resume=resume, ema_decay=0.9, grad_clip=None)
+    return train_loop(model, step, cfg, tmp, name="toy")
+
+
+def test_loop_logs_plots_and_resumes_bit_exactly(tmp_path):
+    full = _toy(tmp_path / "a", 12)
+    assert _mean(full.history[-3:]) < 0.5 * _mean(full.history[:3])
+    rows = list(csv.DictReader(open(tmp_path / "a" / "loss.csv")))
+    assert [int(float(r["step"])) for r in rows] == list(range(12)) and "lr" in rows[0]
+    assert (tmp_path / "a" / "loss.png").stat().st_size > 1000
+    ckpt = full.checkpoint
+    assert sorted(p.name for p in ckpt.iterdir()) == ["ema.safetensors", "model.safetensors",
+                                                      "optimizer.safetensors", "state.json"]
+    assert not list(ckpt.glob("*.bin")) and not list(ckpt.glob("*.pt"))
+
+    with pytest.raises(KeyboardInterrupt):
+        _toy(tmp_path / "b", 12, stop_at=6)  # dies after the step-4 checkpoint
+    resumed = _toy(tmp_path / "b", 12, resume=True)
+    for p, q in zip(full.model.parameters(), resumed.model.parameters(), strict=True):
+        assert torch.equal(p, q)
+    rows = list(csv.DictReader(open(tmp_path / "b" / "loss.csv")))
+    assert [int(float(r["step"])) for r in rows] == list(range(12))
+    # Resuming a finished run trains nothing more and gives the same weights.
+    again = _toy(tmp_path / "b", 12, resume=True)
+    assert all(torch.equal(p, q) for p, q in zip(full.model.parameters(), again.model.parameters(), strict=True))
+
+
+def test_loop_rejects_bad_settings(tmp_path):
+    from pintor.training.loop import TrainConfig
+
+    with pytest.raises(ValueError, match="steps must be a positive integer, got 0"):
+        TrainConfig(steps=0).validate()
+    with pytest.raises(ValueError, match="lr must be a positive number"):
+        TrainConfig(lr=-1).validate()
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        TrainConfig(device="tpu").validate()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data and pipeline-matching details
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_pool_excludes_held_out_pairs_and_keeps_depth(pool):
+    from pintor.data.shapes import HELD_OUT, parse_caption
+    from pintor.training.data import build_shapes_pool
+
+    assert pool.images.shape == (16, 3, RES, RES) and pool.depth.shape == (16, 1, RES, RES)
+    shapes = build_shapes_pool(300, seed=7, progress=False)
+    assert shapes.boxes.shape == (300, 4, 4)
+    for caption in shapes.captions:
+        assert not set(parse_caption(caption).objects) & HELD_OUT
+
+
+def test_inpaint_mask_matches_pipeline():
+    from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2_inpainting import prepare_mask
+
+    from pintor.training.data import prepare_latent_mask
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(10):
+        keep = (torch.rand(2, 1, 8, 8, generator=g) > 0.25).float()
+        assert torch.equal(prepare_latent_mask(keep), prepare_mask(keep.clone()))
+
+
+def test_clip_preprocessing_matches_image_processor(pool):
+    from PIL import Image
+
+    from pintor.architectures import build_image_processor
+    from pintor.training.data import clip_normalize, clip_resize
+
+    proc = build_image_processor(TINY)
+    ours = clip_normalize(clip_resize(pool, proc, progress=False), proc)
+    ref = proc([Image.fromarray(pool.images[i].permute(1, 2, 0).numpy()) for i in range(4)],
+               return_tensors="pt").pixel_values
+    assert torch.allclose(ours[:4], ref, atol=1e-6)
+
+
+def test_standardized_movq_decodes_the_same():
+    from pintor.architectures import build_movq
+    from pintor.training.components import standardize_movq_latents
+
+    torch.manual_seed(0)
+    movq = build_movq(TINY)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        z = movq.encode(x).latents
+        before = movq.decode(z, force_not_quantize=True).sample
+        standardize_movq_latents(movq, z)
+        z2 = movq.encode(x).latents
+        after = movq.decode(z2, force_not_quantize=True).sample
+    assert abs(float(z2.std()) - 1) < 1e-3 and float(z2.mean(dim=(0, 2, 3)).abs().max()) < 1e-4
+    assert torch.allclose(before, after, atol=1e-4)
+
+
+def test_new_unets_start_from_the_base_decoder():
+    from pintor.architectures import build_unet
+    from pintor.training.components import controlnet_unet_from, inpaint_unet_from
+
+    torch.manual_seed(0)
+    base = build_unet(TINY).eval()
+    x, t, emb = torch.randn(2, 4, 8, 8), torch.tensor([10, 500]), torch.randn(2, TINY.embed_dim)
+    with torch.no_grad():
+        ref = base(x, t, None, added_cond_kwargs={"image_embeds": emb}).sample
+        inp = inpaint_unet_from(base).eval()
+        out = inp(torch.cat([x, torch.randn(2, 5, 8, 8)], 1), t, None, added_cond_kwargs={"image_embeds": emb}).sample
+        assert torch.allclose(out, ref, atol=1e-5)
+        ctl = controlnet_unet_from(base).eval()
+        hint = torch.rand(2, 3, 64, 64)
+        out = ctl(x, t, None, added_cond_kwargs={"image_embeds": emb, "hint": hint}).sample
+        assert torch.allclose(out, ref, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Trainers
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_clip_and_movq_trainers_learn(pool, tmp_path):
+    from pintor.training import ClipConfig, MovqConfig, train_clip, train_movq
+
+    c = build_kandinsky22(TINY, seed=0)
+    r = train_clip(c.text_encoder, c.image_encoder, c.tokenizer, c.image_processor, pool,
+                   _fast(ClipConfig, steps=12, batch_size=16, lr=2e-3), tmp_path / "clip")
+    assert _mean(r.history[-3:]) < _mean(r.history[:3])
+    assert (tmp_path / "clip" / "loss.png").is_file() and (tmp_path / "clip" / "loss.csv").is_file()
+
+    r = train_movq(c.movq, pool, _fast(MovqConfig, steps=12, batch_size=8, crop=32, lr=3e-3), tmp_path / "movq")
+    assert _mean(r.history[-3:]) < 0.7 * _mean(r.history[:3])
+    assert abs(r.info["latent_std"]) > 0 and len(r.info["latent_mean"]) == TINY.movq_latent_channels
+
+
+def test_prior_and_decoders_train_and_load_in_the_pipelines(pool, tmp_path):
+    from diffusers import (
+        KandinskyV22ControlnetPipeline,
+        KandinskyV22InpaintPipeline,
+        KandinskyV22Pipeline,
+        KandinskyV22PriorPipeline,
+        UNet2DConditionModel,
+    )
+
+    from pintor.training import (
+        DecoderConfig,
+        PriorConfig,
+        controlnet_unet_from,
+        inpaint_unet_from,
+        train_decoder,
+        train_prior,
+    )
+
+    c = build_kandinsky22(TINY, seed=0)
+    r = train_prior(c.prior, c.text_encoder, c.image_encoder, c.tokenizer, c.image_processor, c.prior_scheduler,
+                    pool, _fast(PriorConfig, steps=15, batch_size=16, lr=3e-3), tmp_path / "prior")
+    assert _mean(r.history[-4:]) < _mean(r.history[:4])
+    assert float(c.prior.clip_std.abs().min()) > 0  # set from the data
+    for kind, unet in (("text2img", c.unet), ("inpaint", inpaint_unet_from(c.unet)),
+                       ("controlnet", controlnet_unet_from(c.unet))):
+        r = train_decoder(unet, c.movq, c.image_encoder, c.image_processor, c.scheduler, pool,
+                          _fast(DecoderConfig, kind=kind, steps=8, batch_size=8, lr=2e-3, snr_gamma=None),
+                          tmp_path / kind)
+        assert _mean(r.history[-3:]) < _mean(r.history[:3]), kind
+        setattr(c, {"text2img": "unet", "inpaint": "inpaint_unet", "controlnet": "controlnet_unet"}[kind], r.model)
+
+    path = save_kandinsky22(c, tmp_path / "model", fp16=False)
+    prior = KandinskyV22PriorPipeline.from_pretrained(path / "prior")
+    prior.set_progress_bar_config(disable=True)
+    out = prior("a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(0))
+    assert out.image_embeds.shape == (1, TINY.embed_dim)
+    dec = KandinskyV22Pipeline.from_pretrained(path / "decoder")
+    dec.set_progress_bar_config(disable=True)
+    kw = dict(image_embeds=out.image_embeds, negative_image_embeds=out.negative_image_embeds, height=RES, width=RES,
+              num_inference_steps=2, output_type="np")
+    assert dec(**kw).images.shape == (1, RES, RES, 3)
+    inp = KandinskyV22InpaintPipeline(unet=UNet2DConditionModel.from_pretrained(path / "inpaint" / "unet"),
+                                      scheduler=dec.scheduler, movq=dec.movq)
+    inp.set_progress_bar_config(disable=True)
+    mask = torch.zeros(RES, RES)
+    mask[16:40, 16:40] = 1
+    img = inp(image=pool.pixels(torch.tensor([0]))[0].clamp(-1, 1), mask_image=mask, **kw).images
+    assert img.shape == (1, RES, RES, 3)
+    ctl = KandinskyV22ControlnetPipeline(unet=UNet2DConditionModel.from_pretrained(path / "controlnet-depth" / "unet"),
+                                         scheduler=dec.scheduler, movq=dec.movq)
+    ctl.set_progress_bar_config(disable=True)
+    hint = (pool.depth[:1].float() / 255).expand(-1, 3, -1, -1)
+    assert ctl(hint=hint, **kw).images.shape == (1, RES, RES, 3)
+
+
+# ---------------------------------------------------------------------------------------------------
+# CLI: fine-tuning a pretrained folder (loaded with from_pretrained) on an imagefolder
+# ---------------------------------------------------------------------------------------------------
+
+
+def _parse(argv):
+    from pintor.training.cli import add_parser
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(argv)
+
+
+def test_cli_finetunes_a_pretrained_folder(tiny_model, shapes_folder, tmp_path):
+    from diffusers import KandinskyV22PriorPipeline, UNet2DConditionModel
+
+    from pintor.training.cli import run
+
+    common = ["--data", str(shapes_folder), "--resolution", str(RES), "--steps", "3", "--batch-size", "4"]
+    out = tmp_path / "prior"
+    assert run(_parse(["train", "prior", "--out", str(out), "--model", str(tiny_model), *common])) == 0
+    KandinskyV22PriorPipeline.from_pretrained(out / "model" / "prior")
+    assert json.loads((out / "model" / "pintor.json").read_text())["name"] == "tiny"
+    assert len(list(csv.DictReader(open(out / "loss.csv")))) == 3
+
+    out = tmp_path / "controlnet"
+    assert run(_parse(["train", "controlnet", "--out", str(out), "--model", str(tiny_model), *common])) == 0
+    # --resume on a finished run is a no-op that still writes the model.
+    assert run(_parse(["train", "controlnet", "--out", str(out), "--model", str(tiny_model), "--resume",
+                       *common])) == 0
+    unet = UNet2DConditionModel.from_pretrained(out / "model" / "controlnet-depth" / "unet")
+    assert unet.config.addition_embed_type == "image_hint"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "decoder", "--steps", "0"], "--steps must be positive, got 0"),
+    (["train", "decoder", "--data", "/no/such/folder"], "does not exist"),
+    (["train", "decoder", "--device", "tpu"], "unknown device 'tpu'"),
+    (["train", "prior", "--model", "/no/such/model"], "neither a folder nor a registry name"),
+])
+def test_cli_bad_input_is_a_one_line_error(argv, message, tiny_model, tmp_path):
+    from pintor.errors import PintorError
+    from pintor.training.cli import run
+
+    if "--model" not in argv:
+        argv = [*argv, "--model", str(tiny_model)]
+    with pytest.raises(PintorError) as e:
+        run(_parse([*argv, "--out", str(tmp_path / "o")]))
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The whole embedded-model recipe, at TINY size
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_plan_for_budget_fits_the_budget():
+    from pintor.training.shapes import plan_for_budget
+
+    plan = plan_for_budget(90)
+    assert plan.seconds() <= 90 * 60 and plan.decoder_steps > plan.inpaint_steps > 0
+    with pytest.raises(ValueError, match="budget_minutes must exceed"):
+        plan_for_budget(1)
+
+
+@pytest.mark.slow
+def test_train_shapes_end_to_end_and_resume(tmp_path):
+    from diffusers import KandinskyV22Pipeline, KandinskyV22PriorPipeline
+
+    from pintor.training.shapes import STAGES, ShapesPlan, train_shapes
+
+    plan = ShapesPlan(pool_size=24, **{f"{s}_steps": 2 for s in STAGES}, **{f"{s}_batch": 4 for s in STAGES})
+    path = train_shapes(tmp_path, sizes=TINY, plan=plan, progress=False)
+    from safetensors import safe_open
+
+    KandinskyV22PriorPipeline.from_pretrained(path / "prior")
+    with safe_open(next((path / "prior" / "prior").glob("*.safetensors")), "pt") as f:
+        assert f.get_tensor(next(iter(f.keys()))).dtype == torch.float16  # shipped as fp16
+    KandinskyV22Pipeline.from_pretrained(path / "decoder")
+    meta = json.loads((path / "pintor.json").read_text())
+    assert meta["name"] == "pintor-shapes" and meta["negative_image_embeds"] == "zero-image"
+    for s in STAGES:
+        assert (tmp_path / "work" / s / "final" / "done.json").is_file()
+    # Resuming a finished run reuses every stage.
+    assert train_shapes(tmp_path, sizes=TINY, plan=plan, progress=False, resume=True) == path
