@@ -120,3 +120,15 @@ def run_cli(*args, cwd=None, env=None, timeout=300) -> subprocess.CompletedProce
         full_env.update(env)
     return subprocess.run([sys.executable, "-m", "pintor", *map(str, args)], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests run only where torch sees CUDA."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
