@@ -202,3 +202,20 @@ def test_save_image_writes_both_chunks(painter, tmp_path):
     meta = pintor.read_metadata(tmp_path / "x.png")
     assert meta["pintor"]["seed"] == 3 and "Steps: 2" in meta["parameters"]
     assert np.array_equal(_arr(Image.open(tmp_path / "x.png").convert("RGB")), _arr(img))
+
+
+def test_negative_prompt_with_several_images(painter):
+    a = painter.generate("a red circle", negative_prompt="a blue square", n=2, seed=4, **Q)
+    _check_images(a, n=2)
+    b = painter.generate("a red circle", negative_prompt="a blue square", n=2, seed=4, **Q)
+    assert all(np.array_equal(_arr(x), _arr(y)) for x, y in zip(a, b, strict=True))
+    mixed = painter.mix(["a red circle", "a blue square"], [0.5, 0.5], negative_prompt="a star", n=2, seed=4, **Q)
+    _check_images(mixed, n=2)
+
+
+def test_a_request_scheduler_does_not_become_the_default(tiny_k22):
+    p = pintor.load(tiny_k22)
+    first = json.loads(p.generate("a red circle", seed=0, **Q)[0].info["pintor"])["request"]["scheduler"]
+    p.generate("a red circle", seed=0, scheduler="euler-a", **Q)
+    after = json.loads(p.generate("a red circle", seed=0, **Q)[0].info["pintor"])["request"]["scheduler"]
+    assert first == after == "ddpm"

@@ -19,10 +19,11 @@ RES = 64  # TINY MoVQ has 4 levels: 64 px images give 8 x 8 latents
 
 
 @pytest.fixture(autouse=True)
-def _quiet_threads():
-    # Two cores are shared with other jobs; more threads only add contention on these tiny models.
+def _one_thread():
+    # The cores are shared with other jobs, and OpenMP threads that spin-wait for a busy core can make a
+    # step 40x slower; these models are too small to gain from a second thread anyway.
     n = torch.get_num_threads()
-    torch.set_num_threads(min(n, 2))
+    torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
 
@@ -193,13 +194,35 @@ def test_new_unets_start_from_the_base_decoder():
 # ---------------------------------------------------------------------------------------------------
 
 
+def test_hard_negatives_change_one_detail_and_never_name_held_out_pairs():
+    from pintor.data.shapes import HELD_OUT, ShapesGenerator, parse_caption
+    from pintor.training.data import caption_key, hard_negative
+
+    g = torch.Generator().manual_seed(0)
+    made = 0
+    for i in range(200):
+        caption = ShapesGenerator(1).sample(i).caption
+        neg = hard_negative(caption, torch.rand(4, generator=g))
+        if neg is None:
+            continue
+        made += 1
+        assert caption_key(neg) != caption_key(caption)
+        assert not set(parse_caption(neg).objects) & HELD_OUT
+    assert made > 150
+    assert hard_negative("a photo of a cat", torch.rand(4)) is None
+    flipped = hard_negative("a red circle to the left of a blue square", torch.zeros(4))
+    assert flipped == "a red circle to the right of a blue square"
+
+
 def test_clip_and_movq_trainers_learn(pool, tmp_path):
-    from pintor.training import ClipConfig, MovqConfig, train_clip, train_movq
+    from pintor.training import ClipConfig, MovqConfig, build_shapes_pool, train_clip, train_movq
 
     c = build_kandinsky22(TINY, seed=0)
-    r = train_clip(c.text_encoder, c.image_encoder, c.tokenizer, c.image_processor, pool,
+    shapes = build_shapes_pool(16, seed=0, progress=False)  # 128 px, with layouts for the auxiliary loss
+    r = train_clip(c.text_encoder, c.image_encoder, c.tokenizer, c.image_processor, shapes,
                    _fast(ClipConfig, steps=12, batch_size=16, lr=2e-3), tmp_path / "clip")
     assert _mean(r.history[-3:]) < _mean(r.history[:3])
+    assert _mean(r.history[-3:], "layout") < _mean(r.history[:3], "layout")
     assert (tmp_path / "clip" / "loss.png").is_file() and (tmp_path / "clip" / "loss.csv").is_file()
 
     r = train_movq(c.movq, pool, _fast(MovqConfig, steps=12, batch_size=8, crop=32, lr=3e-3), tmp_path / "movq")

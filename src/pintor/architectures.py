@@ -59,7 +59,7 @@ TINY = Kandinsky22Sizes()
 
 SHAPES = Kandinsky22Sizes(
     embed_dim=64,
-    text_hidden=128,
+    text_hidden=64,  # the prior projects text hidden states with a Linear(embed_dim, ...): they must match
     text_layers=4,
     text_heads=4,
     max_text_len=24,

@@ -130,6 +130,15 @@ def build_parser() -> argparse.ArgumentParser:
         add_train_parser = None
     if add_train_parser is not None:
         add_train_parser(sub)
+    try:
+        from pintor.server.cli import add_parser as add_serve_parser
+    except ImportError:  # server package not importable: the rest of the CLI still works
+        add_serve_parser = None
+    if add_serve_parser is not None:
+        add_serve_parser(sub)
+    from pintor.bench.cli import add_parser as add_bench_parser
+
+    add_bench_parser(sub)
     return parser
 
 
@@ -441,6 +450,14 @@ def _dispatch(args) -> int:
         from pintor.training.cli import run
 
         return run(args)
+    if args.command == "serve":
+        from pintor.server.cli import run as run_server
+
+        return run_server(args)
+    if args.command == "bench":
+        from pintor.bench.cli import run as run_bench
+
+        return run_bench(args)
     raise PintorError(f"unknown command {args.command!r}")
 
 

@@ -163,22 +163,51 @@ class Painter:
             m = self.spec.size_multiple
             defaults.update(width=_round_size(w, m, self.limits), height=_round_size(h, m, self.limits))
         req = req.with_defaults(defaults)
-        if req.scheduler is None:
-            req = replace(req, scheduler=_scheduler_default(self))
         m = self.spec.size_multiple
         req = replace(req, width=_round_to(req.width, m, "width"), height=_round_to(req.height, m, "height"))
         return req.validate(self.limits)
 
     def run(self, req: GenerationRequest, control: RunControl | None = None) -> Result:
         """Runs a request: validates it, generates, and attaches a metadata record to every image."""
-        import pintor
-
         control = control or RunControl()
         req = self.prepare(req)
         t0 = time.perf_counter()
         with oom_as_error():
             images = self.backend.run(req, control)
-        seconds = time.perf_counter() - t0
+        return self._result(req, images, time.perf_counter() - t0)
+
+    def run_batch(self, reqs: list[GenerationRequest], control: RunControl | None = None) -> list[Result]:
+        """Runs several requests; text-to-image ones that share their settings (all but prompt and seed) run
+        in one batched pipeline call when the backend can, with the same pixels as one by one.
+
+        Returns one `Result` per request, in order; `seconds` of a batched one is its share of the batch.
+        """
+        control = control or RunControl()
+        reqs = [self.prepare(r) for r in reqs]
+        opts = getattr(self.backend, "opts", None)
+        run_many = getattr(self.backend, "run_many", None)
+        if run_many is None or opts is None or not opts.batching:
+            return [self.run(r, control) for r in reqs]
+        from pintor.backends.kandinsky import batch_key
+
+        groups: dict = {}
+        for i, r in enumerate(reqs):
+            key = batch_key(r)
+            groups.setdefault(i if key is None else key, []).append(i)
+        results: list[Result | None] = [None] * len(reqs)
+        for idx in groups.values():
+            t0 = time.perf_counter()
+            with oom_as_error():
+                outs = run_many([reqs[i] for i in idx], control)
+            share = (time.perf_counter() - t0) / len(idx)
+            for i, images in zip(idx, outs, strict=True):
+                results[i] = self._result(reqs[i], images, share)
+        return results
+
+    def _result(self, req: GenerationRequest, images: list, seconds: float) -> Result:
+        """Attaches a metadata record to every image of a finished request."""
+        import pintor
+
         records = []
         req_json = req.to_json()
         for i, img in enumerate(images):
@@ -208,16 +237,9 @@ def _round_size(v: int, m: int, limits: Limits) -> int:
     return max(limits.min_size, min(limits.max_size, (v + m - 1) // m * m))
 
 
-def _scheduler_default(painter: Painter) -> str:
-    from pintor.schedulers import scheduler_name
-
-    base = getattr(painter.backend, "decoder", None) or getattr(painter.backend, "text2img", None)
-    return scheduler_name(base.scheduler)
-
-
 def load(model: str | Path | None = None, *, device: str | None = None, dtype: str | None = None,
          low_vram: bool = False, lowest_vram: bool = False, limits: Limits = DEFAULT_LIMITS,
-         depth_estimator: str | None = None) -> Painter:
+         depth_estimator: str | None = None, optimizations=None) -> Painter:
     """Loads a model and returns a `Painter` that runs every mode it offers.
 
     Args:
@@ -229,6 +251,8 @@ def load(model: str | Path | None = None, *, device: str | None = None, dtype: s
         lowest_vram (`bool`): sequential CPU offload (accelerators only).
         limits (`Limits`): bounds on sizes, steps and counts.
         depth_estimator (`str`, *optional*): hub id or folder of the depth model for `control(estimate_depth=True)`.
+        optimizations (`pintor.optim.Optimizations`, *optional*): speed and memory options (Kandinsky models);
+            `pintor.optim.default_optimizations(device)` when `None`.
 
     Examples:
         ```py
@@ -242,12 +266,16 @@ def load(model: str | Path | None = None, *, device: str | None = None, dtype: s
     spec, meta = resolve_model(model)
     device, torch_dtype = devices.resolve(device, dtype)
     t0 = time.perf_counter()
+    extra = {"optimizations": optimizations} if spec.family.startswith("kandinsky") else {}
     backend = backend_class(spec.family)(
         spec.name, spec.family, spec.sources, spec.modes, device, torch_dtype, low_vram=low_vram,
-        lowest_vram=lowest_vram, depth_estimator=depth_estimator or meta.get("depth_estimator") or DEFAULT_DEPTH_ESTIMATOR)
+        lowest_vram=lowest_vram, depth_estimator=depth_estimator or meta.get("depth_estimator") or DEFAULT_DEPTH_ESTIMATOR,
+        **extra)
     from pintor.registry import FAMILY_DEFAULTS
 
-    defaults = {**FAMILY_DEFAULTS[spec.family], **spec.defaults, **meta.get("defaults", {})}
+    # The scheduler the weights came with, read once now: a request's own scheduler never becomes the default.
+    defaults = {"scheduler": backend.default_scheduler, **FAMILY_DEFAULTS[spec.family], **spec.defaults,
+                **meta.get("defaults", {})}
     model_ref = spec.name if str(model or DEFAULT_MODEL) in REGISTRY else str(Path(model).resolve())
     return Painter(spec, backend, model_ref=model_ref, defaults=defaults, device=device, dtype=torch_dtype,
                    limits=limits, load_seconds=time.perf_counter() - t0)

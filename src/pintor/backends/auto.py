@@ -20,6 +20,7 @@ from pintor.backends.kandinsky import composite_inpaint
 from pintor.errors import ModeNotSupportedError
 from pintor.images import load_image
 from pintor.request import GenerationRequest
+from pintor.schedulers import scheduler_name
 
 _SHAREABLE = ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "vae", "movq")
 
@@ -46,6 +47,7 @@ class AutoBackend:
                                         **dtype_kwargs(dtype))
         self._place(self.text2img)
         self._base_scheduler_config = dict(self.text2img.scheduler.config)
+        self.default_scheduler = scheduler_name(self.text2img.scheduler)
         self._pipes = {"generate": self.text2img}
 
     @property

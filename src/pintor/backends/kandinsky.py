@@ -14,7 +14,6 @@ from PIL import Image
 
 from pintor.backends.common import (
     RunControl,
-    apply_memory_mode,
     attach_progress,
     dtype_kwargs,
     from_pretrained,
@@ -23,6 +22,7 @@ from pintor.backends.common import (
 from pintor.errors import ModeNotSupportedError, PintorError
 from pintor.images import is_image_item, load_image
 from pintor.request import GenerationRequest
+from pintor.schedulers import scheduler_name
 
 
 @dataclass(frozen=True)
@@ -61,25 +61,48 @@ class KandinskyBackend:
         device (`str`), dtype (`torch.dtype`): where and how to run.
         low_vram, lowest_vram (`bool`): model or sequential CPU offload on accelerators.
         depth_estimator (`str`): hub id or folder of the depth-estimation model for `estimate_depth`.
+        optimizations (`pintor.optim.Optimizations`, *optional*): speed and memory options; the device's
+            defaults when `None`.
     """
 
     def __init__(self, name, family, sources, modes, device, dtype, *, low_vram=False, lowest_vram=False,
-                 depth_estimator=None):
+                 depth_estimator=None, optimizations=None):
         import diffusers
+
+        from pintor import optim
 
         self.name, self.family, self.sources, self.modes = name, FAMILIES[family], dict(sources), tuple(modes)
         self.device, self.dtype = device, dtype
         self.low_vram, self.lowest_vram = low_vram, lowest_vram
         self.depth_estimator_source = depth_estimator
+        self.opts = (optimizations or optim.default_optimizations(device)).resolved(device, low_vram, lowest_vram)
+        self.cache = optim.EmbeddingCache(self.opts.cache_size) if self.opts.embed_cache else None
+        self._zero_embed = None
         self._diffusers = diffusers
         self._pipes: dict[str, object] = {}
         self._unets: dict[str | None, object] = {}
         kw = dtype_kwargs(dtype)
-        self.prior = from_pretrained(getattr(diffusers, self.family.prior), self.sources["prior"], "prior", name, **kw)
+        if self.opts.lazy_image_encoder:
+            kw_prior = dict(kw, image_encoder=None)  # loaded on first use by a mode that reads images
+        else:
+            kw_prior = kw
+        self.prior = from_pretrained(getattr(diffusers, self.family.prior), self.sources["prior"], "prior", name,
+                                     **kw_prior)
         decoder_cls = getattr(diffusers, self.family.text2img)
-        self.decoder = from_pretrained(decoder_cls, self.sources[self.family.decoder_role], "decoder", name, **kw)
+        decoder_source = self.sources.get(self.family.decoder_role) or self.sources["decoder"]
+        self.decoder = from_pretrained(decoder_cls, decoder_source, "decoder", name, **kw)
         self._unets[None] = self.decoder.unet
         self._base_scheduler_config = dict(self.decoder.scheduler.config)
+        self.default_scheduler = scheduler_name(self.decoder.scheduler)
+        if self.opts.prior_scheduler == "ddim":
+            self.prior.scheduler = optim.prior_ddim_scheduler(self.prior.scheduler.config)
+        # Its output for a zero image is a constant; stock recomputes it (1.8B parameters) on every call.
+        self._stock_zero_embed = self.prior.get_zero_embed
+        self.prior.get_zero_embed = self._get_zero_embed
+        for role, module in (("prior", self.prior.prior), ("text_encoder", self.prior.text_encoder),
+                             ("image_encoder", self.prior.image_encoder), ("unet", self.decoder.unet),
+                             ("movq", self.decoder.movq), ("text_encoder", getattr(self.decoder, "text_encoder", None))):
+            optim.optimize_module(module, self.opts, device, role)
         for pipe in (self.prior, self.decoder):
             self._place(pipe)
         self._pipes["prior"] = self.prior
@@ -90,8 +113,9 @@ class KandinskyBackend:
     @property
     def components(self) -> dict[str, object]:
         """Every loaded module, by name; each is loaded once and shared by all the pipelines that use it."""
-        comps = {f"prior.{k}": v for k, v in self.prior.components.items()}
-        comps.update({k: v for k, v in self.decoder.components.items() if k != "scheduler"})
+        # A component not loaded (the lazily loaded image encoder) is absent, not None.
+        comps = {f"prior.{k}": v for k, v in self.prior.components.items() if v is not None}
+        comps.update({k: v for k, v in self.decoder.components.items() if k != "scheduler" and v is not None})
         for role, unet in self._unets.items():
             if role is not None:
                 comps[f"{role}.unet"] = unet
@@ -100,9 +124,55 @@ class KandinskyBackend:
         return comps
 
     def _place(self, pipe):
-        if self.device != "cpu" and not (self.low_vram or self.lowest_vram):
-            pipe.to(self.device)
-        apply_memory_mode(pipe, self.device, self.low_vram, self.lowest_vram)
+        from pintor.optim import place
+
+        place(pipe, self.device, self.low_vram, self.lowest_vram, self.opts)
+
+    def _ensure_image_encoder(self):
+        """Loads the CLIP image encoder when it was left out at load time (`lazy_image_encoder`)."""
+        if self.prior.image_encoder is not None:
+            return self.prior.image_encoder
+        from transformers import CLIPVisionModelWithProjection
+
+        from pintor import optim
+
+        enc = from_pretrained(CLIPVisionModelWithProjection, self.sources["prior"], "image encoder", self.name,
+                              subfolder="image_encoder", **dtype_kwargs(self.dtype))
+        optim.optimize_module(enc, self.opts, self.device, "image_encoder")
+        self.prior.register_modules(image_encoder=enc)
+        self._place(self.prior)
+        return enc
+
+    def _get_zero_embed(self, batch_size=1, device=None):
+        """The prior pipeline's `get_zero_embed`, computed once per backend when the embedding cache is on."""
+        if self.cache is None and self.prior.image_encoder is not None:
+            return self._stock_zero_embed(batch_size, device=device)
+        if self._zero_embed is None:
+            if self.prior.image_encoder is not None:
+                self._zero_embed = self._stock_zero_embed(1, device=device)
+            else:
+                self._zero_embed = self._zero_embed_without_encoder()
+        return self._zero_embed.to(device=device or self._exec_device(self.prior)).repeat(batch_size, 1)
+
+    def _zero_embed_without_encoder(self):
+        # Lazy image encoder: load it for this one constant and let it go, so text to image never keeps its
+        # 1.8B parameters. On an accelerator its layers stream through one at a time (sequential offload), so
+        # even this moment stays within the memory modes' budgets, with the stock pipeline's dtype and device.
+        import torch
+        from transformers import CLIPVisionModelWithProjection
+
+        enc = from_pretrained(CLIPVisionModelWithProjection, self.sources["prior"], "image encoder", self.name,
+                              subfolder="image_encoder", **dtype_kwargs(self.dtype))
+        device = str(self._exec_device(self.prior))
+        if device != "cpu":
+            from accelerate import cpu_offload
+
+            cpu_offload(enc, execution_device=device)
+        size = enc.config.image_size
+        with torch.inference_mode():
+            emb = enc(torch.zeros(1, 3, size, size, device=device, dtype=self.dtype))["image_embeds"]
+        del enc
+        return emb
 
     def _unet_for(self, mode: str):
         role = _MODE_ROLE[mode]
@@ -112,6 +182,9 @@ class KandinskyBackend:
                 raise ModeNotSupportedError(f"{self.name} has no {mode} model: its modes are {', '.join(self.modes)}")
             unet = from_pretrained(self._diffusers.UNet2DConditionModel, source, f"{role} UNet", self.name,
                                    subfolder="unet", **dtype_kwargs(self.dtype))
+            from pintor.optim import optimize_module
+
+            optimize_module(unet, self.opts, self.device, "unet")
             if self.device != "cpu" and not (self.low_vram or self.lowest_vram):
                 unet.to(self.device)
             self._unets[role] = unet
@@ -134,21 +207,37 @@ class KandinskyBackend:
     # -- running ------------------------------------------------------------------------------------------
     def run(self, req: GenerationRequest, control: RunControl):
         """Runs a validated request with every setting filled in; returns a list of PIL images."""
+        return self.run_many([req], control)[0]
+
+    def run_many(self, reqs: list[GenerationRequest], control: RunControl) -> list[list]:
+        """Runs requests in one prior call and one decoder call; returns each request's images.
+
+        Several requests must be text to image with the same settings (see `batch_key`); their prompts and
+        seeds may differ, and each image gets the generator it would get alone.
+        """
         import torch
 
+        from pintor.optim import reset_step_state
         from pintor.schedulers import make_scheduler
 
+        req = reqs[0]
+        keys = {batch_key(r) for r in reqs}
+        if len(reqs) > 1 and (len(keys) != 1 or None in keys):
+            raise PintorError("run_many needs text-to-image requests that share every setting but prompt and seed")
         pipe = self.pipeline(req.mode)
-        gens = generators(req.seed, req.n)
+        gens = [g for r in reqs for g in generators(r.seed, r.n)]
+        total = len(gens)
         with torch.inference_mode():
-            embeds, negative = self._embeddings(req, gens, control)
+            embeds, negative = self._embeddings(reqs, gens, control)
             pipe.scheduler = make_scheduler(req.scheduler, self._base_scheduler_config)
             attach_progress(pipe, "decoder", control)
+            reset_step_state(pipe.unet)
             kwargs = dict(image_embeds=embeds, negative_image_embeds=negative, num_inference_steps=req.steps,
                           guidance_scale=req.guidance_scale, height=req.height, width=req.width, generator=gens,
                           output_type="pil")
             if self.family.decoder_takes_prompt:
-                kwargs.update(prompt=[req.prompt or ""] * req.n, negative_prompt=[req.negative_prompt] * req.n)
+                kwargs.update(prompt=[r.prompt or "" for r in reqs for _ in range(r.n)],
+                              negative_prompt=[req.negative_prompt] * total)
             if req.mode == "img2img":
                 init = load_image(req.image, "image").resize((req.width, req.height), Image.LANCZOS)
                 kwargs.update(image=[init] * req.n, strength=req.strength)
@@ -160,23 +249,92 @@ class KandinskyBackend:
             images = pipe(**kwargs).images
         if req.mode == "inpaint":
             images = [composite_inpaint(init, out, mask) for out in images]
-        return images
+        out, i = [], 0
+        for r in reqs:
+            out.append(images[i:i + r.n])
+            i += r.n
+        return out
 
-    def _embeddings(self, req: GenerationRequest, gens, control: RunControl):
+    def _embeddings(self, reqs: list[GenerationRequest], gens, control: RunControl):
         """CLIP image embeddings for the decoder: from the prior (text), from mixing, or from the image itself."""
+        req = reqs[0]
         attach_progress(self.prior, "prior", control)
-        common = dict(num_inference_steps=req.prior_steps, generator=gens, guidance_scale=req.prior_guidance_scale)
         negative = req.negative_prompt or None
+        if negative is not None:
+            # With a negative prompt the prior runs positive and negative texts as one batch of 2n latents, so
+            # it needs 2n generators; the second n are seeded like the first, image by image.
+            gens = gens + [g for r in reqs for g in generators(r.seed, r.n)]
         if req.mode in ("mix", "variations"):
             items = list(req.items) if req.mode == "mix" else [req.image]
             weights = list(req.weights) if req.mode == "mix" else [1.0]
             items = [load_image(it, "mix item") if is_image_item(it) else it for it in items]
-            out = self.prior.interpolate(items, weights, num_images_per_prompt=req.n,
-                                         negative_prior_prompt=negative, negative_prompt=req.negative_prompt,
-                                         device=self._exec_device(self.prior), **common)
-        else:
-            out = self.prior(req.prompt, negative_prompt=negative, num_images_per_prompt=req.n, **common)
-        return out.image_embeds, out.negative_image_embeds
+            return self._interpolate(req, items, weights, gens, negative)
+        prompt = req.prompt if len(reqs) == 1 else [r.prompt for r in reqs]
+        return self._prior(prompt, negative, req.n, gens, req.prior_steps, req.prior_guidance_scale)
+
+    def _prior(self, prompt, negative, n, gens, steps, guidance):
+        """One prior pipeline call, through the embedding cache when it is on.
+
+        The key holds the generators' states, and a hit leaves them where the run would have: the decoder then
+        draws exactly the noise it would draw without the cache.
+        """
+        def call():
+            out = self.prior(prompt, negative_prompt=negative, num_images_per_prompt=n, generator=gens,
+                             num_inference_steps=steps, guidance_scale=guidance)
+            return out.image_embeds, out.negative_image_embeds
+
+        if self.cache is None:
+            return call()
+        from pintor.optim import generator_digest, scheduler_digest
+
+        key = ("prior", repr(prompt), negative, n, steps, guidance, scheduler_digest(self.prior.scheduler),
+               generator_digest(gens), str(self.dtype))
+        hit = self.cache.get(key)
+        if hit is not None:
+            embeds, neg, states = hit
+            for g, st in zip(gens, states, strict=True):
+                g.set_state(st)
+            return embeds, neg
+        embeds, neg = call()
+        self.cache.put(key, (embeds, neg, [g.get_state() for g in gens]))
+        return embeds, neg
+
+    def _image_embed(self, image, device):
+        """CLIP image embedding of one mix item, as the prior pipeline's `interpolate` computes it (cached by pixels)."""
+        key = None
+        if self.cache is not None:
+            from pintor.optim import pixel_digest
+
+            key = ("image", pixel_digest(image), str(self.dtype))
+            hit = self.cache.get(key)
+            if hit is not None:
+                return hit
+        enc = self._ensure_image_encoder()
+        pixels = self.prior.image_processor(image, return_tensors="pt").pixel_values[0].unsqueeze(0)
+        emb = enc(pixels.to(dtype=enc.dtype, device=device))["image_embeds"]
+        if key is not None:
+            self.cache.put(key, emb)
+        return emb
+
+    def _interpolate(self, req, items, weights, gens, negative):
+        """The prior pipelines' `interpolate` (2.2 and 2.1 differ in how they stack), with cached parts."""
+        import torch
+
+        v22 = self.family.prior == "KandinskyV22PriorPipeline"
+        n, steps, guidance = req.n, req.prior_steps, req.prior_guidance_scale
+        device = self._exec_device(self.prior)
+        parts = []
+        for cond, weight in zip(items, weights, strict=True):
+            if isinstance(cond, str):
+                emb = self._prior(cond, negative, n, gens, steps, guidance)[0]
+                emb = emb.unsqueeze(0) if v22 else emb
+            else:
+                emb = self._image_embed(cond, device)
+                emb = emb.repeat(n, 1).unsqueeze(0) if v22 else emb
+            parts.append(emb * weight)
+        image_emb = torch.cat(parts).sum(dim=0) if v22 else torch.cat(parts).sum(dim=0, keepdim=True)
+        zero_image, zero_negative = self._prior(req.negative_prompt, negative, n, gens, steps, guidance)
+        return image_emb, (zero_negative if req.negative_prompt == "" else zero_image)
 
     def _exec_device(self, pipe):
         return getattr(pipe, "_execution_device", None) or self.device
@@ -209,6 +367,14 @@ class KandinskyBackend:
             est = DepthEstimator(self.depth_estimator_source, device=self.device)
             self._depth = (est.model, est)
         return self._depth[1](load_image(image, "photo"))
+
+
+def batch_key(req: GenerationRequest):
+    """Requests with equal keys can share one pipeline call (`KandinskyBackend.run_many`); `None`: never batched."""
+    if req.mode != "generate":
+        return None
+    return (req.negative_prompt, req.n, req.steps, req.prior_steps, req.guidance_scale, req.prior_guidance_scale,
+            req.width, req.height, req.scheduler)
 
 
 def composite_inpaint(original, generated, mask, feather: int = 2):

@@ -26,12 +26,15 @@ class ImagePool:
         depth (`torch.Tensor`, *optional*): `(N, 1, H, W)` uint8 depth maps (white = near).
         boxes (`torch.Tensor`, *optional*): `(N, K, 4)` int16 object boxes `(x0, y0, x1, y1)`, end-exclusive,
             rows of -1 where an image has fewer than K objects. Used to draw inpainting masks.
+        layout (`torch.Tensor`, *optional*): `(N, 3 * (len(COLOURS) + len(SHAPES)) + 1)` float scene facts of
+            shapes-world images (see `layout_targets`), an auxiliary target for the CLIP image tower.
     """
 
     images: torch.Tensor
     captions: list[str]
     depth: torch.Tensor | None = None
     boxes: torch.Tensor | None = None
+    layout: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.images.ndim != 4 or self.images.shape[1] != 3 or self.images.dtype != torch.uint8:
@@ -74,6 +77,7 @@ def build_shapes_pool(n: int, *, seed: int = 0, progress: bool = True) -> ImageP
     images = torch.empty(n, 3, size, size, dtype=torch.uint8)
     depth = torch.empty(n, 1, size, size, dtype=torch.uint8)
     boxes = torch.full((n, 4, 4), -1, dtype=torch.int16)
+    layout = torch.empty(n, LAYOUT_DIM)
     captions = []
     for i in tqdm(range(n), desc="render shapes", disable=not progress, mininterval=5):
         s = first if i == 0 else gen.sample(i)
@@ -86,8 +90,38 @@ def build_shapes_pool(n: int, *, seed: int = 0, progress: bool = True) -> ImageP
             bb = m.getbbox()
             if bb is not None:
                 boxes[i, k] = torch.tensor(bb, dtype=torch.int16)
+        layout[i] = layout_targets(s.objects, s.background, size)
         captions.append(s.caption)
-    return ImagePool(images, captions, depth, boxes)
+    return ImagePool(images, captions, depth, boxes, layout)
+
+
+LAYOUT_DIM = 3 * (6 + 4) + 1
+
+
+def layout_targets(objects, background: str, size: int = 128) -> torch.Tensor:
+    """Scene facts of a shapes-world image that the CLIP image embedding is trained to contain.
+
+    Per colour and per shape (not per colour-shape pair, so held-out pairs are covered by their parts):
+    the number of such objects / 4 and the mean box centre in [-1, 1] (0 when absent); then the
+    background index. Colour and shape share positions, which is what binds them; positions make
+    relations ("to the left of") part of the embedding, which contrastive learning alone barely does.
+    """
+    from pintor.data.vocabulary import BACKGROUNDS, COLOURS, SHAPES
+
+    out = torch.zeros(LAYOUT_DIM)
+    slots = [COLOURS.index(o.colour) for o in objects], [len(COLOURS) + SHAPES.index(o.shape) for o in objects]
+    for idx in slots:
+        for o, k in zip(objects, idx, strict=True):
+            out[3 * k] += 0.25
+            cx, cy = o.centre
+            out[3 * k + 1] += 2 * cx / size - 1
+            out[3 * k + 2] += 2 * cy / size - 1
+    for k in range(len(COLOURS) + len(SHAPES)):
+        n = out[3 * k] * 4
+        if n > 0:
+            out[3 * k + 1 : 3 * k + 3] /= n
+    out[-1] = BACKGROUNDS.index(background)
+    return out
 
 
 def _square(img: Image.Image, size: int, resample) -> Image.Image:
@@ -223,6 +257,62 @@ def caption_key(text: str) -> str:
         if rel in flip:
             objs, rel = objs[::-1], flip[rel]
     return f"{spec.form}|{objs}|{rel}|{spec.background}"
+
+
+_OPPOSITE = {"to the left of": "to the right of", "to the right of": "to the left of", "above": "below",
+             "below": "above"}
+
+
+def hard_negative(text: str, u: torch.Tensor) -> str | None:
+    """A caption that differs from shapes-world caption `text` in one detail, or `None` for other text.
+
+    In-batch negatives almost never differ from a caption only in a relation's direction, in which colour
+    goes with which shape, or in a count, so contrastive training alone would not teach those; these
+    negatives do (as in NegCLIP). Never returns a caption with a held-out pair.
+
+    Args:
+        text: the caption.
+        u: 4 uniform random numbers in [0, 1) that pick the change.
+    """
+    from pintor.data.shapes import HELD_OUT, CaptionSpec, caption_for, parse_caption
+    from pintor.data.vocabulary import BACKGROUNDS, COLOURS, SHAPES
+
+    try:
+        spec = parse_caption(text)
+    except (ValueError, TypeError):
+        return None
+    objs, rel, form = list(spec.objects), spec.relation, spec.form
+    bg, named = spec.background, spec.background_named
+    choice = float(u[0])
+    if form == "relation" and choice < 0.6:
+        rel = _OPPOSITE[rel]
+    elif form in ("pair", "relation") and choice < 0.75 and objs[0][0] != objs[1][0] and objs[0][1] != objs[1][1]:
+        (c1, s1), (c2, s2) = objs
+        objs = [(c2, s1), (c1, s2)]  # swap the colours: same words, other binding
+    elif form == "count" and choice < 0.6:
+        n = len(objs)
+        others = [k for k in (2, 3, 4) if k != n]
+        objs = objs[:1] * others[int(u[1] * len(others)) % len(others)]
+    elif choice < 0.85:
+        k = int(u[1] * len(objs)) % len(objs) if form != "count" else None
+        colour, shape = objs[k or 0]
+        if u[2] < 0.5:
+            colour = COLOURS[(COLOURS.index(colour) + 1 + int(u[3] * (len(COLOURS) - 1))) % len(COLOURS)]
+        else:
+            shape = SHAPES[(SHAPES.index(shape) + 1 + int(u[3] * (len(SHAPES) - 1))) % len(SHAPES)]
+        if form == "count":
+            objs = [(colour, shape)] * len(objs)
+        else:
+            objs[k] = (colour, shape)
+    else:
+        bg = BACKGROUNDS[(BACKGROUNDS.index(bg) + 1 + int(u[3] * 2)) % 3]
+        named = True
+    if any(o in HELD_OUT for o in objs) or (form in ("pair", "relation") and objs[0] == objs[1]):
+        return None
+    try:
+        return caption_for(CaptionSpec(form, tuple(objs), rel, bg, named))
+    except ValueError:
+        return None
 
 
 def tokenize(tokenizer, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:

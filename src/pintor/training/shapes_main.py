@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -82,6 +83,16 @@ def probe(*, device: str = "cpu", steps: int = 8, budget_minutes: float = 90.0, 
             "plan_minutes": round((fixed + sum(costs[s] * getattr(plan, f"{s}_steps") for s in STAGES)) / 60, 1)}
 
 
+def _passive_openmp(argv: list[str] | None) -> None:
+    # OpenMP threads that spin-wait while another process holds a core can make a step 40x slower on a
+    # shared CPU (measured here); sleeping instead costs almost nothing. The setting only takes effect
+    # before torch loads, and importing this package loads it, so re-run the process with it set.
+    if os.environ.get("OMP_WAIT_POLICY") is None:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        os.execv(sys.executable, [sys.executable, "-m", "pintor.training.shapes_main",
+                                  *(sys.argv[1:] if argv is None else argv)])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pintor.training.shapes_main", description=__doc__.splitlines()[0])
     p.add_argument("--out", help="run folder (the model goes to OUT/model)")
@@ -94,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--probe-steps", type=int, default=8)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    _passive_openmp(argv)
     try:
         if args.probe:
             print(json.dumps(probe(device=args.device, steps=args.probe_steps, budget_minutes=args.budget_minutes),
