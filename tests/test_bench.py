@@ -230,3 +230,12 @@ def test_readme_table_from_results(tiny_k22, tmp_path):
     md = table([json.loads(path.read_text())])
     lines = md.splitlines()
     assert len(lines) == 3 and lines[1].startswith("|---") and "fuse_qkv" in lines[2] and "x |" in lines[2]
+
+
+def test_peak_table_and_cpu_has_none():
+    from pintor.bench.measure import bf16_peak_tflops
+
+    assert bf16_peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
+    assert bf16_peak_tflops("NVIDIA H100 PCIe") == 756.0
+    assert bf16_peak_tflops("NVIDIA H200") == 989.0
+    assert bf16_peak_tflops("CPU AMD EPYC") is None

@@ -41,7 +41,8 @@ class Optimizations:
             else "default".
         fuse_qkv (`bool`): one matmul for the query, key and value projections (and one for the added keys
             and values of Kandinsky's UNet attention).
-        cuda_graphs (`bool`): replay CUDA graphs of the compiled modules (implies `compile`; CUDA only).
+        cuda_graphs (`bool`): replay CUDA graphs of the compiled modules (implies `compile`; CUDA only). With
+            DeepCache the UNet's blocks are compiled without graphs (their outputs must outlive later calls).
         cudnn_benchmark (`bool`): let cuDNN time its convolution algorithms for each shape once (CUDA only;
             a process-wide setting).
         embed_cache (`bool`): memoise prior outputs of repeated (prompt, settings, seed) and CLIP image

@@ -447,8 +447,9 @@ def format_table(report: dict) -> str:
             ratio=speed(pv, bv))
     u = report.get("unet", {})
     if u.get("pintor_tflops") or u.get("baseline_tflops"):
-        row(f"UNet TFLOP/s ({u['flops_per_call'] / 1e12:.2f} TFLOP/call)", u.get("pintor_tflops"),
-            u.get("baseline_tflops"), "{:.2f}")
+        per_call = (f"{u['flops_per_call'] / 1e12:.2f} TFLOP" if u["flops_per_call"] >= 1e11
+                    else f"{u['flops_per_call'] / 1e9:.2f} GFLOP")
+        row(f"UNet TFLOP/s ({per_call}/call)", u.get("pintor_tflops"), u.get("baseline_tflops"), "{:.3f}")
         if u.get("peak_bf16_tflops"):
             row(f"  share of bf16 peak {u['peak_bf16_tflops']:.0f}", u.get("pintor_share_of_peak"),
                 u.get("baseline_share_of_peak"), "{:.1%}")

@@ -24,6 +24,8 @@ class MovqConfig(TrainConfig):
             GroupNorm statistics match whole images at inference.
         l1_weight, l2_weight (`float`): reconstruction loss weights.
         vq_weight (`float`): weight of the codebook + commitment loss.
+        object_crops (`float`): fraction of crops centred (with jitter) on an object, when the pool knows
+            object boxes: shapes-world images are mostly flat background, which teaches little.
         standardize (`bool`): afterwards, fold a reparameterisation into the model so its latents have
             zero mean and unit variance (what the unscaled Kandinsky pipelines expect).
     """
@@ -38,7 +40,8 @@ class MovqConfig(TrainConfig):
     full_fraction: float = 0.2
     l1_weight: float = 1.0
     l2_weight: float = 1.0
-    vq_weight: float = 0.25
+    vq_weight: float = 0.1
+    object_crops: float = 0.7
     standardize: bool = True
 
 
@@ -96,6 +99,17 @@ def train_movq(movq, pool: ImagePool, cfg: MovqConfig, out_dir: str | Path) -> L
         else:
             idx = torch.randint(len(pool), (cfg.batch_size,), generator=gen)
             off = torch.randint(res - crop + 1, (cfg.batch_size, 2), generator=gen)
+            u = torch.rand(cfg.batch_size, 4, generator=gen)
+            if pool.boxes is not None:
+                for n, j in enumerate(idx.tolist()):
+                    valid = pool.boxes[j][pool.boxes[j, :, 0] >= 0]
+                    if u[n, 0] < cfg.object_crops and len(valid):
+                        x0, y0, x1, y1 = valid[int(u[n, 1] * len(valid)) % len(valid)].tolist()
+                        jitter = (u[n, 2:] * 2 - 1) * crop / 4
+                        cy = (y0 + y1) / 2 + float(jitter[0]) - crop / 2
+                        cx = (x0 + x1) / 2 + float(jitter[1]) - crop / 2
+                        off[n, 0] = int(min(max(cy, 0), res - crop))
+                        off[n, 1] = int(min(max(cx, 0), res - crop))
             x = torch.stack([pool.images[j, :, y:y + crop, x0:x0 + crop]
                              for j, (y, x0) in zip(idx.tolist(), off.tolist(), strict=True)]).float() / 127.5 - 1
         return movq_losses(movq, x.to(device), cfg)

@@ -27,9 +27,9 @@ SECONDS_PER_STEP = {"clip": 0.55, "movq": 0.56, "prior": 0.27, "decoder": 0.30, 
 FIXED_SECONDS = 420.0
 # Share of the step budget per stage: the decoder does the hardest job; the ControlNet's hint encoder
 # runs at full image resolution, which makes its steps twice as dear.
-STAGE_SHARES = {"clip": 0.127, "movq": 0.142, "prior": 0.094, "decoder": 0.379, "inpaint": 0.092, "controlnet": 0.166}
-# Fraction of the budget planned for, leaving room for other jobs on the shared CPU.
-BUDGET_SAFETY = 0.9
+STAGE_SHARES = {"clip": 0.113, "movq": 0.228, "prior": 0.085, "decoder": 0.342, "inpaint": 0.083, "controlnet": 0.148}
+# Fraction of the budget planned for (other jobs on a shared CPU slow everything down further).
+BUDGET_SAFETY = 1.0
 
 # Default generation settings written to pintor.json (pintor's setting names).
 DEFAULTS = {"steps": 20, "prior_steps": 10, "guidance_scale": 4.0, "prior_guidance_scale": 4.0, "width": 128,
@@ -38,12 +38,12 @@ DEFAULTS = {"steps": 20, "prior_steps": 10, "guidance_scale": 4.0, "prior_guidan
 
 @dataclass
 class ShapesPlan:
-    """Step counts and batch sizes of every stage of `train_shapes` (the defaults fill about 80 minutes)."""
+    """Step counts and batch sizes of every stage of `train_shapes` (the defaults fill about 88 minutes)."""
 
     pool_size: int = 15000
     clip_steps: int = 1000
     clip_batch: int = 128
-    movq_steps: int = 1100
+    movq_steps: int = 2000
     movq_batch: int = 16
     prior_steps: int = 1500
     prior_batch: int = 128
@@ -97,7 +97,7 @@ def _stage_cfgs(plan: ShapesPlan, device: str, seed: int, resume: bool, progress
     return {
         "clip": ClipConfig(steps=plan.clip_steps, batch_size=plan.clip_batch, lr=1e-3, temperature=0.05,
                            seed=seed + 1, checkpoint_every=every(plan.clip_steps), **common),
-        "movq": MovqConfig(steps=plan.movq_steps, batch_size=plan.movq_batch, seed=seed + 2,
+        "movq": MovqConfig(steps=plan.movq_steps, batch_size=plan.movq_batch, lr=8e-4, seed=seed + 2,
                            checkpoint_every=every(plan.movq_steps), **common),
         "prior": PriorConfig(steps=plan.prior_steps, batch_size=plan.prior_batch, lr=5e-4, seed=seed + 3,
                              checkpoint_every=every(plan.prior_steps), **common),
