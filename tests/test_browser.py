@@ -25,7 +25,7 @@ KEY = "browser-key"
 def run_tab(page, tab: str) -> None:
     page.wait_for_timeout(300)  # let the upload land before the click reads it
     page.locator(f"#{tab}-run").click()
-    page.locator(f"#{tab}-gallery img").first.wait_for(timeout=60_000)
+    page.locator(f"#{tab}-gallery img").first.wait_for(timeout=180_000)
     page.wait_for_function(f"() => document.querySelector('#{tab}-status').innerText.includes('Done')")
 
 
@@ -76,7 +76,7 @@ def test_generate_in_the_browser_then_find_it_in_history(tiny_k22, tmp_path):
                 page.locator("input[type=password]").fill(KEY)
                 page.get_by_role("button", name="Login").click()
                 prompt = page.locator("#generate-prompt textarea")
-                prompt.wait_for(timeout=60_000)
+                prompt.wait_for(timeout=180_000)
 
                 seed = page.locator("#generate-seed input")
                 assert seed.input_value() == "-1"
@@ -85,7 +85,7 @@ def test_generate_in_the_browser_then_find_it_in_history(tiny_k22, tmp_path):
                 chosen = int(seed.input_value())
                 prompt.fill("a red circle above a blue square")
                 page.locator("#generate-run").click()
-                page.locator("#generate-gallery img").first.wait_for(timeout=60_000)
+                page.locator("#generate-gallery img").first.wait_for(timeout=180_000)
                 status = page.locator("#generate-status")
                 page.wait_for_function("() => document.querySelector('#generate-status').innerText.includes('Done')")
                 assert f"seed(s) {chosen}" in status.inner_text()
@@ -94,7 +94,7 @@ def test_generate_in_the_browser_then_find_it_in_history(tiny_k22, tmp_path):
 
                 page.get_by_role("tab", name="History").click()
                 first = page.locator("#history-gallery img").first
-                first.wait_for(timeout=30_000)
+                first.wait_for(timeout=90_000)
                 first.click()
                 details = page.locator("#history-details")
                 page.wait_for_function("() => document.querySelector('#history-details').innerText.includes('Seed')")
@@ -146,7 +146,7 @@ def test_generate_in_the_browser_then_find_it_in_history(tiny_k22, tmp_path):
                 docs = browser.new_context(http_credentials={"username": "tester", "password": KEY}).new_page()
                 docs.route("**/*", gate)
                 docs.goto(server.url + "/docs", wait_until="domcontentloaded")
-                docs.locator(".opblock").first.wait_for(timeout=30_000)
+                docs.locator(".opblock").first.wait_for(timeout=90_000)
                 assert docs.locator(".opblock").count() >= 20
                 assert docs.get_by_text("/v1/images/generations").count() >= 1
             finally:

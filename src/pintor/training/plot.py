@@ -18,11 +18,16 @@ def read_loss_csv(path: str | Path) -> tuple[list[str], list[list[float]]]:
     return header, rows
 
 
-def _smooth(values: list[float], weight: float) -> list[float]:
-    out, avg = [], None
+def _smooth(values: list[float], window: int) -> list[float]:
+    # Centred moving average: unlike an exponential one it does not lag behind the raw curve.
+    half = max(0, window // 2)
+    csum = [0.0]
     for v in values:
-        avg = v if avg is None else weight * avg + (1 - weight) * v
-        out.append(avg)
+        csum.append(csum[-1] + v)
+    out = []
+    for i in range(len(values)):
+        lo, hi = max(0, i - half), min(len(values), i + half + 1)
+        out.append((csum[hi] - csum[lo]) / (hi - lo))
     return out
 
 
@@ -94,7 +99,7 @@ def plot_loss(steps: list[float], losses: list[float], path: str | Path, *, titl
         draw.text((left + 4, top + 4), "log scale", fill=(120, 120, 120), font=font)
 
     raw = [px(x, y) for x, y in pts]
-    smooth = [px(x, y) for x, y in zip(xs, _smooth(ys, 0.98 if len(ys) > 500 else 0.9), strict=True)]
+    smooth = [px(x, y) for x, y in zip(xs, _smooth(ys, len(ys) // 40), strict=True)]
     if len(raw) > 1:
         draw.line(raw, fill=(170, 200, 240), width=1)
         draw.line(smooth, fill=(20, 60, 160), width=2)
