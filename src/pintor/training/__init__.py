@@ -15,20 +15,38 @@ drop the image embedding to the zero-image embedding `image_encoder(zeros)`, whi
 `KandinskyV22PriorPipeline` returns as `negative_image_embeds` when no negative prompt is given.
 """
 
-from pintor.training.clip import ClipConfig, ClipPair, image_embeddings, train_clip, zero_image_embedding
-from pintor.training.components import (
-    controlnet_unet_from,
-    inpaint_unet_from,
-    load_components,
-    resolve_model,
-    standardize_movq_latents,
-)
-from pintor.training.data import ImagePool, build_shapes_pool, load_imagefolder_pool
-from pintor.training.decoder import DecoderConfig, train_decoder
-from pintor.training.loop import LoopResult, TrainConfig, load_weights, train_loop
-from pintor.training.movq import MovqConfig, encode_latents, train_movq
-from pintor.training.prior import PriorConfig, train_prior
-from pintor.training.shapes import DEFAULTS, ShapesPlan, plan_for_budget, train_shapes
+# Submodules import torch; load them on first use so the CLI (which registers `train`) starts fast.
+_EXPORTS = {
+    "ClipConfig": "pintor.training.clip",
+    "ClipPair": "pintor.training.clip",
+    "image_embeddings": "pintor.training.clip",
+    "train_clip": "pintor.training.clip",
+    "zero_image_embedding": "pintor.training.clip",
+    "controlnet_unet_from": "pintor.training.components",
+    "inpaint_unet_from": "pintor.training.components",
+    "load_components": "pintor.training.components",
+    "resolve_model": "pintor.training.components",
+    "standardize_movq_latents": "pintor.training.components",
+    "ImagePool": "pintor.training.data",
+    "build_shapes_pool": "pintor.training.data",
+    "load_imagefolder_pool": "pintor.training.data",
+    "DecoderConfig": "pintor.training.decoder",
+    "train_decoder": "pintor.training.decoder",
+    "LoopResult": "pintor.training.loop",
+    "TrainConfig": "pintor.training.loop",
+    "load_weights": "pintor.training.loop",
+    "train_loop": "pintor.training.loop",
+    "MovqConfig": "pintor.training.movq",
+    "encode_latents": "pintor.training.movq",
+    "train_movq": "pintor.training.movq",
+    "PriorConfig": "pintor.training.prior",
+    "train_prior": "pintor.training.prior",
+    "DEFAULTS": "pintor.training.shapes",
+    "ShapesPlan": "pintor.training.shapes",
+    "plan_for_budget": "pintor.training.shapes",
+    "train_shapes": "pintor.training.shapes",
+}
+
 
 __all__ = [
     "DEFAULTS",
@@ -60,3 +78,11 @@ __all__ = [
     "train_shapes",
     "zero_image_embedding",
 ]
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'pintor.training' has no attribute {name!r}")
