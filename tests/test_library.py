@@ -219,3 +219,15 @@ def test_a_request_scheduler_does_not_become_the_default(tiny_k22):
     p.generate("a red circle", seed=0, scheduler="euler-a", **Q)
     after = json.loads(p.generate("a red circle", seed=0, **Q)[0].info["pintor"])["request"]["scheduler"]
     assert first == after == "ddpm"
+
+
+def test_out_of_memory_becomes_one_line_with_advice():
+    import torch
+
+    from pintor.backends.common import oom_as_error
+    from pintor.errors import OutOfMemoryError
+
+    with pytest.raises(OutOfMemoryError, match="--low-vram") as e:
+        with oom_as_error():
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    assert "\n" not in str(e.value)
