@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import pintor
-from pintor.registry import embedded_path
 from pintor.eval.detector import judge
+from pintor.registry import embedded_path
 
 # Measured with `pintor eval --n 16` on the shipped weights (eval-results/eval.json, README); the test asserts
 # a floor well under it so seed-level noise on a small fixed set does not flip it.
