@@ -350,7 +350,6 @@ def test_plan_for_budget_fits_the_budget():
         plan_for_budget(1)
 
 
-@pytest.mark.slow
 def test_train_shapes_end_to_end_and_resume(tmp_path):
     from diffusers import KandinskyV22Pipeline, KandinskyV22PriorPipeline
 
