@@ -316,6 +316,10 @@ def _cmd_models(args) -> int:
     for spec in REGISTRY.values():
         if spec.embedded:
             on_disk = "yes (embedded)" if (embedded_path() / "prior").is_dir() else "missing"
+            if on_disk != "missing":
+                from pintor.painter import resolve_model
+
+                spec = resolve_model(spec.name)[0]  # the modes its shipped weights actually have
         else:
             on_disk = _hub_cached(spec.hub_repos)
         size = f"{spec.size_gb * 1000:.0f} MB" if spec.size_gb < 1 else f"{spec.size_gb:.1f} GB"
