@@ -476,6 +476,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pintor: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `pintor models | head`: the reader left; nothing to report
+        sys.stderr.close()
+        return 0
     except Exception as e:  # the promise is one line, never a traceback; PINTOR_DEBUG=1 shows it
         if os.environ.get("PINTOR_DEBUG"):
             raise

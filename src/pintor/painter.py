@@ -40,7 +40,7 @@ def resolve_model(model: str | Path | None) -> tuple[ModelSpec, dict]:
             raise PintorError(f"the embedded model {spec.name} is missing from this install ({root}): "
                               "reinstall pintor, or build it with `pintor train shapes`")
         local, meta = _local_spec(root)
-        return replace(spec, sources=local.sources, modes=local.modes), meta
+        return replace(spec, sources=local.sources, modes=local.modes, size_gb=local.size_gb), meta
     return spec, {}
 
 
