@@ -301,40 +301,31 @@ def save_kandinsky22(c: Kandinsky22Components, path: str | Path, *, name: str | 
             (for example `{"num_inference_steps": 20}`).
         fp16 (`bool`): store weights as float16 to halve the size on disk.
     """
+    import copy
+
     from diffusers import KandinskyV22Pipeline, KandinskyV22PriorPipeline
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    variant_kw = {}
 
-    def _half(m):
-        return m.half() if fp16 else m
+    def stored(m):
+        # Cast a copy, so the caller's modules stay in full precision.
+        return copy.deepcopy(m).half() if fp16 and hasattr(m, "half") else m
 
     prior = KandinskyV22PriorPipeline(
-        prior=c.prior,
-        image_encoder=c.image_encoder,
-        text_encoder=c.text_encoder,
+        prior=stored(c.prior),
+        image_encoder=stored(c.image_encoder),
+        text_encoder=stored(c.text_encoder),
         tokenizer=c.tokenizer,
         scheduler=c.prior_scheduler,
         image_processor=c.image_processor,
     )
-    decoder = KandinskyV22Pipeline(unet=c.unet, scheduler=c.scheduler, movq=c.movq)
-    if fp16:
-        # Cast copies so the caller's modules stay in full precision.
-        import copy
-
-        prior = KandinskyV22PriorPipeline(**{k: (_half(copy.deepcopy(v)) if hasattr(v, "half") else v)
-                                             for k, v in prior.components.items()})
-        decoder = KandinskyV22Pipeline(**{k: (_half(copy.deepcopy(v)) if hasattr(v, "half") else v)
-                                          for k, v in decoder.components.items()})
-    prior.save_pretrained(path / "prior", safe_serialization=True, **variant_kw)
-    decoder.save_pretrained(path / "decoder", safe_serialization=True, **variant_kw)
+    decoder = KandinskyV22Pipeline(unet=stored(c.unet), scheduler=c.scheduler, movq=stored(c.movq))
+    prior.save_pretrained(path / "prior", safe_serialization=True)
+    decoder.save_pretrained(path / "decoder", safe_serialization=True)
     for role, unet in (("inpaint", c.inpaint_unet), ("controlnet-depth", c.controlnet_unet)):
         if unet is not None:
-            import copy
-
-            u = _half(copy.deepcopy(unet)) if fp16 else unet
-            u.save_pretrained(path / role / "unet", safe_serialization=True)
+            stored(unet).save_pretrained(path / role / "unet", safe_serialization=True)
     meta = {"name": name or path.name, "family": "kandinsky-2.2", "defaults": defaults or {}}
     if c.extra:
         meta.update(c.extra)

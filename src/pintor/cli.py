@@ -275,7 +275,7 @@ def _cmd_generation(args) -> int:
     for req in requests:
         req.validate(limits)
         _check_inputs(req)
-    outputs = _Outputs(args.output, args.out_dir if not getattr(args, "prompts_file", None) else args.out_dir)
+    outputs = _Outputs(args.output, args.out_dir)
     _quiet_libraries()
     painter = pintor.load(model, device=args.device, dtype=args.dtype, low_vram=args.low_vram,
                           lowest_vram=args.lowest_vram, limits=limits,
