@@ -369,3 +369,23 @@ def test_train_shapes_end_to_end_and_resume(tmp_path):
         assert (tmp_path / "work" / s / "final" / "done.json").is_file()
     # Resuming a finished run reuses every stage.
     assert train_shapes(tmp_path, sizes=TINY, plan=plan, progress=False, resume=True) == path
+
+
+def test_resume_may_extend_unfinished_stages_only(tmp_path):
+    from dataclasses import asdict, replace
+
+    from pintor.architectures import SHAPES
+    from pintor.training.shapes import ShapesPlan, _check_resume
+
+    work = tmp_path / "work"
+    (work / "clip" / "final").mkdir(parents=True)
+    (work / "clip" / "final" / "done.json").write_text("{}")
+    old = {"seed": 0, "plan": asdict(ShapesPlan()), "sizes": asdict(SHAPES)}
+    longer = {**old, "plan": asdict(replace(ShapesPlan(), decoder_steps=11000))}
+    _check_resume(old, longer, work, tmp_path)  # the decoder has not finished: a longer plan is fine
+    with pytest.raises(ValueError, match="stage clip finished with another plan"):
+        _check_resume(old, {**old, "plan": asdict(replace(ShapesPlan(), clip_steps=5))}, work, tmp_path)
+    with pytest.raises(ValueError, match="pool_size"):
+        _check_resume(old, {**old, "plan": asdict(replace(ShapesPlan(), pool_size=5))}, work, tmp_path)
+    with pytest.raises(ValueError, match="seed"):
+        _check_resume(old, {**old, "seed": 1}, work, tmp_path)

@@ -224,7 +224,12 @@ def prior_scheduler():
 
 
 def decoder_scheduler():
-    """The decoder's training noise schedule (epsilon prediction, scaled-linear betas as in Kandinsky 2.2)."""
+    """The decoder's noise schedule: Kandinsky 2.2's linear betas, with v-prediction.
+
+    The real decoder predicts epsilon; from scratch on a CPU budget, v-prediction learns far faster (at 800
+    steps its samples had clean, right-coloured backgrounds where epsilon's drifted into noise), and every
+    scheduler pintor offers reads `prediction_type` from this config.
+    """
     from diffusers import DDPMScheduler
 
     return DDPMScheduler(
@@ -233,7 +238,7 @@ def decoder_scheduler():
         beta_start=0.00085,
         beta_end=0.012,
         clip_sample=False,
-        prediction_type="epsilon",
+        prediction_type="v_prediction",
         variance_type="fixed_small",
     )
 

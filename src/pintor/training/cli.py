@@ -41,6 +41,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         if target == "shapes":
             t.add_argument("--budget-minutes", type=float, default=90.0,
                            help="wall-time budget on the reference 2-core CPU (default: 90)")
+            t.add_argument("--plan", metavar="JSON",
+                           help="override plan fields, e.g. '{\"decoder_steps\": 11000}' (see ShapesPlan)")
             continue
         t.add_argument("--data", metavar="DIR", help="imagefolder with metadata.jsonl (file_name, text); "
                                                      "default: the shapes world")
@@ -117,6 +119,15 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
+    if args.target == "shapes":
+        # shapes_main re-runs the process with passive OpenMP waits before torch loads (see there).
+        from pintor.training.shapes_main import main as shapes_main
+
+        argv = ["--out", args.out, "--device", args.device, "--seed", str(args.seed),
+                "--budget-minutes", str(args.budget_minutes)]
+        argv += ["--resume"] * args.resume + (["--plan", args.plan] if args.plan else [])
+        return shapes_main(argv)
+
     import torch
 
     from pintor.architectures import save_kandinsky22
@@ -124,13 +135,6 @@ def _run(args) -> int:
 
     check_device(args.device)
     out = Path(args.out)
-    if args.target == "shapes":
-        from pintor.training.shapes import train_shapes
-
-        path = train_shapes(out, device=args.device, seed=args.seed, budget_minutes=args.budget_minutes,
-                            resume=args.resume)
-        print(path)
-        return 0
 
     from pintor.training.clip import ClipConfig, train_clip
     from pintor.training.components import controlnet_unet_from, inpaint_unet_from

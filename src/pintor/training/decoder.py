@@ -64,7 +64,8 @@ def train_decoder(unet, movq, image_encoder, image_processor, noise_scheduler, p
     Matches `KandinskyV22Pipeline` and its inpaint / ControlNet variants: latents are
     `movq.encode(image).latents` of images in [-1, 1], the UNet gets
     `added_cond_kwargs={"image_embeds": ...}` (plus `"hint"`, the depth map as 3 channels in [0, 1], for
-    the ControlNet) and its first `C` output channels are the epsilon prediction. The inpaint UNet's
+    the ControlNet) and its first `C` output channels are the prediction the noise scheduler's
+    `prediction_type` names (epsilon or v). The inpaint UNet's
     input is `[noisy latents, latents * keep, keep]` with the pipeline's own mask preparation.
     As in diffusers' `train_text_to_image_decoder.py`, MoVQ and the image tower are frozen.
 
@@ -72,7 +73,8 @@ def train_decoder(unet, movq, image_encoder, image_processor, noise_scheduler, p
         unet (`UNet2DConditionModel`): trained in place.
         movq (`VQModel`): frozen autoencoder.
         image_encoder (`CLIPVisionModelWithProjection`), image_processor: frozen image tower.
-        noise_scheduler: the decoder's training schedule (`DDPMScheduler`, epsilon prediction).
+        noise_scheduler: the decoder's training schedule (`DDPMScheduler`; its `prediction_type`, epsilon or
+            v_prediction, is the training target, so the pipelines sample it with the same config).
         pool (`ImagePool`): training images (with `depth` for the ControlNet).
         cfg (`DecoderConfig`): settings.
         out_dir (`str` or `Path`): checkpoints and logs.
@@ -95,6 +97,10 @@ def train_decoder(unet, movq, image_encoder, image_processor, noise_scheduler, p
     negative = zero_image_embedding(frozen(image_encoder, device), device=device)
     unet = unet.to(device)
     alphas = noise_scheduler.alphas_cumprod.float()
+    prediction = noise_scheduler.config.prediction_type
+    if prediction not in ("epsilon", "v_prediction"):
+        raise ValueError(f"the decoder trains epsilon or v_prediction, the scheduler says {prediction!r}")
+    v_pred = prediction == "v_prediction"
     n_t = len(alphas)
     res = pool.resolution
 
@@ -117,11 +123,13 @@ def train_decoder(unet, movq, image_encoder, image_processor, noise_scheduler, p
         elif cfg.kind == "controlnet":
             cond["hint"] = (pool.depth[idx].float() / 255.0).expand(-1, 3, -1, -1).to(device)
         pred = unet(xt.to(device), t.to(device), encoder_hidden_states=None, added_cond_kwargs=cond).sample[:, :c]
-        err = F.mse_loss(pred, noise.to(device), reduction="none").mean(dim=(1, 2, 3))
+        target = (a.sqrt() * noise - (1 - a).sqrt() * x0) if v_pred else noise
+        err = F.mse_loss(pred, target.to(device), reduction="none").mean(dim=(1, 2, 3))
         if cfg.snr_gamma:
+            # min-SNR weights for the epsilon loss; the v loss already carries a factor snr + 1.
             snr = (a / (1 - a)).flatten().to(device)
-            err = err * torch.clamp(snr, max=cfg.snr_gamma) / snr
-        mse = F.mse_loss(pred.detach(), noise.to(device))
+            err = err * torch.clamp(snr, max=cfg.snr_gamma) / (snr + 1 if v_pred else snr)
+        mse = F.mse_loss(pred.detach(), target.to(device))
         return {"loss": err.mean(), "mse": mse}
 
     return train_loop(unet, step, cfg, out_dir, name=cfg.kind if cfg.kind != "text2img" else "decoder")

@@ -59,6 +59,29 @@ class ShapesPlan:
         return FIXED_SECONDS + sum(getattr(self, f"{s}_steps") * SECONDS_PER_STEP[s] for s in STAGES)
 
 
+def _check_resume(old: dict, new: dict, work: Path, out: Path) -> None:
+    """Raises `ValueError` unless a run started with `old` settings can go on with `new` ones.
+
+    Seed, sizes and pool must match, and so must the steps and batch of every finished stage; a stage
+    that has not finished may get a new plan (e.g. a longer decoder), which is logged.
+    """
+    for key in ("seed", "sizes"):
+        if old.get(key) != new[key]:
+            raise ValueError(f"cannot resume {str(out)!r}: it was started with {key} {old.get(key)}, not {new[key]}")
+    op, np_ = old.get("plan", {}), new["plan"]
+    if op.get("pool_size") != np_["pool_size"]:
+        raise ValueError(f"cannot resume {str(out)!r}: it was started with pool_size {op.get('pool_size')}, "
+                         f"not {np_['pool_size']}")
+    for stage in STAGES:
+        keys = [k for k in np_ if k.startswith(stage + "_")]
+        if all(op.get(k) == np_[k] for k in keys):
+            continue
+        changed = ", ".join(f"{k} {op.get(k)} -> {np_[k]}" for k in keys if op.get(k) != np_[k])
+        if (work / stage / "final" / "done.json").is_file():
+            raise ValueError(f"cannot resume {str(out)!r}: stage {stage} finished with another plan ({changed})")
+        _log(f"resuming with a new plan for unfinished stage {stage}: {changed}")
+
+
 def plan_for_budget(budget_minutes: float, *, seconds_per_step: dict[str, float] | None = None,
                     fixed_seconds: float = FIXED_SECONDS) -> ShapesPlan:
     """The plan whose estimated time fills `budget_minutes`.
@@ -158,9 +181,7 @@ def train_shapes(out_dir: str | Path, *, device: str = "cpu", seed: int = 0, bud
     run_meta = {"seed": seed, "plan": asdict(plan), "sizes": asdict(sizes)}
     meta_path = work / "run.json"
     if resume and meta_path.is_file():
-        old = json.loads(meta_path.read_text())
-        if old != json.loads(json.dumps(run_meta)):
-            raise ValueError(f"cannot resume {str(out)!r}: it was started with {old}, not {run_meta}")
+        _check_resume(json.loads(meta_path.read_text()), json.loads(json.dumps(run_meta)), work, out)
     elif not resume:
         # A fresh run never picks up an older run's finished stages.
         for s in STAGES:
