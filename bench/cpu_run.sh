@@ -17,7 +17,7 @@ bench() { local label=$1; shift
 if [ "${1:-speed}" = quality ]; then
   # Step-changing options must keep `pintor eval` accuracy within 1 point of 50-step stock.
   python -m pintor bench --quality --model "$MODEL" --device cpu --quality-n "${N:-24}" \
-    --quality-configs "deepcache2=deepcache=2;deepcache3=deepcache=3;dpm++2m-20=@20/10/dpm++2m;dpm++2m-10=@10/10/dpm++2m;unipc-10=@10/10/unipc;dpm10-deepcache2=deepcache=2@10/10/dpm++2m;prior-ddim-5=prior_scheduler=ddim@20/5/ddpm" \
+    --quality-configs "ddpm-20=@20/10/ddpm;deepcache2=deepcache=2@20/10/ddpm;dpm++2m-10=@10/10/dpm++2m;unipc-10=@10/10/unipc;prior-ddim-5=prior_scheduler=ddim@20/5/ddpm;fast=prior_scheduler=ddim@10/5/dpm++2m;fast-deepcache2=prior_scheduler=ddim,deepcache=2@10/5/dpm++2m" \
     --json "$RESULTS/$(date +%F)-pintor-shapes-cpu-quality.json"
   exit
 fi
@@ -26,6 +26,7 @@ bench compile --opt compile --no-cold-start      # exact: inductor C++ kernels (
 bench fused --opt fuse_qkv,channels_last --no-cold-start
 bench deepcache2 --opt deepcache=2 --no-cold-start
 bench dpm10 --pintor-scheduler dpm++2m --pintor-steps 10 --no-cold-start
-bench dpm10-deepcache2-compile --opt compile,deepcache=2 --pintor-scheduler dpm++2m --pintor-steps 10 --no-cold-start
+bench fast --opt prior_scheduler=ddim --pintor-scheduler dpm++2m --pintor-steps 10 --pintor-prior-steps 5 --no-cold-start
+bench fast-deepcache2 --opt prior_scheduler=ddim,deepcache=2 --pintor-scheduler dpm++2m --pintor-steps 10 --pintor-prior-steps 5 --no-cold-start
 bench batch4 --batch 4 --no-cold-start
 python -m pintor.bench.report "$RESULTS"/*-cpu-*.json
