@@ -11,12 +11,24 @@ import numpy as np
 import pytest
 
 import pintor
-from pintor.eval.evaluate import EVAL_SEED, EvalConfig, default_prompts, evaluate_control, evaluate_inpaint, \
-    evaluate_prompts
+from pintor.eval.evaluate import (
+    EVAL_SEED,
+    EvalConfig,
+    default_prompts,
+    evaluate_control,
+    evaluate_inpaint,
+    evaluate_prompts,
+)
 from pintor.registry import embedded_path
 
 # A prompt set of its own (not pintor eval's, not the one the defaults were tuned on).
 TEST_SEED = EVAL_SEED + 2000
+# Measured on these sets with the shipped v1 weights (2026-11-25): single seen 5/6, overall 12/36,
+# control 2/6, inpaint 3/6 (outside pixels 6/6). Floors allow about two flipped images per figure.
+SINGLE_SEEN_FLOOR = 0.5
+OVERALL_FLOOR = 0.25
+CONTROL_FLOOR = 1 / 6
+INPAINT_FLOOR = 2 / 6
 
 
 @pytest.fixture(scope="module")

@@ -18,22 +18,105 @@ SCHEDULERS = MappingProxyType({
     "euler-a": ("EulerAncestralDiscreteScheduler", {}),
     "heun": ("HeunDiscreteScheduler", {}),
 })
+# Samplers whose UNet input must go through `scheduler.scale_model_input`, which the Kandinsky pipelines'
+# loops never call; for those pipelines they run in unit-variance coordinates (`_unit_variance`).
+SCALED_INPUT = frozenset({"euler", "euler-a", "heun"})
 
 
-def make_scheduler(name: str, base_config):
-    """Builds the scheduler `name` from a model's scheduler config (so betas and prediction type carry over)."""
+def make_scheduler(name: str, base_config, *, scales_input: bool = True):
+    """Builds the scheduler `name` from a model's scheduler config (so betas and prediction type carry over).
+
+    Args:
+        scales_input (`bool`): whether the pipeline calls `scheduler.scale_model_input`; when it does not
+            (Kandinsky), the samplers in `SCALED_INPUT` run in unit-variance coordinates (see `_unit_variance`).
+    """
     import diffusers
 
     try:
         cls_name, overrides = SCHEDULERS[name]
     except KeyError:
         raise PintorError(f"unknown scheduler {name!r}: expected one of {', '.join(SCHEDULERS)}") from None
-    cls = getattr(diffusers, cls_name)
+    cls = _takes_generator(getattr(diffusers, cls_name))
+    if not scales_input and name in SCALED_INPUT:
+        if name == "heun":  # its corrector pass still gives blank images in unit-variance coordinates
+            ok = ", ".join(n for n in SCHEDULERS if n != "heun")
+            raise PintorError(f"scheduler 'heun' does not run with this model's pipelines yet; use one of {ok}")
+        cls = _unit_variance(cls)
     cfg = dict(base_config)
     # Kandinsky decoders predict a learned variance; samplers other than DDPM must ignore it.
     if cls_name != "DDPMScheduler" and cfg.get("variance_type") in ("learned", "learned_range"):
         cfg.pop("variance_type")
     return cls.from_config(cfg, **overrides)
+
+
+_WRAPPED: dict[type, type] = {}
+
+
+def _takes_generator(cls: type) -> type:
+    """`cls`, or a same-named subclass whose `step` accepts (and ignores) `generator`.
+
+    The Kandinsky pipelines call `scheduler.step(..., generator=generator)`; deterministic samplers such as
+    UniPC have no such argument and would raise a TypeError mid-run.
+    """
+    import inspect
+
+    if "generator" in inspect.signature(cls.step).parameters:
+        return cls
+    if cls not in _WRAPPED:
+        def step(self, *args, generator=None, **kwargs):
+            return cls.step(self, *args, **kwargs)
+
+        _WRAPPED[cls] = type(cls.__name__, (cls,), {"step": step, "__module__": cls.__module__})
+    return _WRAPPED[cls]
+
+
+def _unit_variance(cls: type) -> type:
+    """A same-named subclass of a sigma-space sampler (Euler, Heun) that keeps its latents divided by
+    sqrt(sigma^2 + 1), i.e. already scaled for the UNet.
+
+    The Kandinsky pipelines feed the latents to the UNet as they are and never call `scale_model_input`;
+    in these coordinates that is exactly right, and `step` / `add_noise` convert to sigma space and back.
+    The samples are the sampler's own (only the coordinates of the intermediate latents change).
+    """
+    import torch
+
+    if cls in _UNIT:
+        return _UNIT[cls]
+
+    def _scale(sigma):
+        return (sigma ** 2 + 1) ** 0.5
+
+    def step(self, model_output, timestep, sample, *args, **kwargs):
+        if self.step_index is None:
+            self._init_step_index(timestep)
+        x = sample * _scale(self.sigmas[self.step_index]).to(sample.dtype)
+        self.is_scale_input_called = True
+        out = cls.step(self, model_output, timestep, x, *args, **kwargs)
+        prev = out[0] if isinstance(out, tuple) else out.prev_sample
+        # The new sample sits at the next sigma, except after Heun's second (corrector) call, which lands
+        # on the sigma its first call already stepped to.
+        at = self.step_index - (1 if getattr(self, "state_in_first_order", None) is True else 0)
+        prev = prev / _scale(self.sigmas[at]).to(prev.dtype)
+        if isinstance(out, tuple):
+            return (prev, *out[1:])
+        out.prev_sample = prev
+        return out
+
+    def add_noise(self, original_samples, noise, timesteps):
+        sigma = cls.add_noise(self, torch.zeros_like(original_samples), torch.ones_like(original_samples), timesteps)
+        return cls.add_noise(self, original_samples, noise, timesteps) / _scale(sigma)
+
+    def init_noise_sigma(self):
+        s = cls.init_noise_sigma.fget(self)
+        return s / _scale(torch.as_tensor(s, dtype=torch.float32)).item()
+
+    _UNIT[cls] = type(cls.__name__, (cls,), {"step": step, "add_noise": add_noise,
+                                             "init_noise_sigma": property(init_noise_sigma),
+                                             "__module__": cls.__module__})
+    return _UNIT[cls]
+
+
+_UNIT: dict[type, type] = {}
 
 
 def scheduler_name(scheduler) -> str:

@@ -227,9 +227,11 @@ class KandinskyBackend:
         pipe = self.pipeline(req.mode)
         gens = [g for r in reqs for g in generators(r.seed, r.n)]
         total = len(gens)
+        # These pipelines never call scale_model_input (see make_scheduler).
+        scheduler = make_scheduler(req.scheduler, self._base_scheduler_config, scales_input=False)
         with torch.inference_mode():
             embeds, negative = self._embeddings(reqs, gens, control)
-            pipe.scheduler = make_scheduler(req.scheduler, self._base_scheduler_config)
+            pipe.scheduler = scheduler
             attach_progress(pipe, "decoder", control)
             reset_step_state(pipe.unet)
             kwargs = dict(image_embeds=embeds, negative_image_embeds=negative, num_inference_steps=req.steps,

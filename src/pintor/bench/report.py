@@ -40,9 +40,10 @@ def table(reports: list[dict]) -> str:
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in reports:
         s, p, b = r["settings"], r.get("pintor", {}), r.get("baseline", {})
+        batch = f", batch {s['batch']}" if s.get("batch", 1) > 1 else ""
         g = s["generation"]
         u = r.get("unet", {})
-        tf = _fmt(u.get("pintor_tflops"), "{:.0f}")
+        tf = _fmt(u.get("pintor_tflops"), "{:.3g}")
         if u.get("pintor_share_of_peak"):
             tf += f" ({u['pintor_share_of_peak']:.0%})"
         q = r.get("quality", {})
@@ -53,7 +54,7 @@ def table(reports: list[dict]) -> str:
         name = r["host"].get("device_name", s["device"]).replace("NVIDIA ", "")
         model = s["model"].split("/")[-1] + (" (random)" if s.get("random_weights") else "")
         lines.append(
-            f"| {name} | {model} | {g['width']}x{g['height']}, {g['steps']}+{g['prior_steps']} | "
+            f"| {name} | {model} | {g['width']}x{g['height']}, {g['steps']}+{g['prior_steps']}{batch} | "
             f"{s['dtype']}, {_options(s)} | {_fmt(b.get('end_to_end_s'))} | {_fmt(p.get('end_to_end_s'))} | "
             f"{_fmt(r.get('ratios', {}).get('end_to_end_speedup'), '{:.2f}x')} | {_fmt(p.get('images_per_s'))} | "
             f"{tf} | {_fmt(peak, '{:.0f}')} | {quality} | {_fmt(cs.get('pintor_s'), '{:.1f}')} |")
