@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from types import MappingProxyType
 
 from pintor.errors import PintorError
@@ -49,9 +50,7 @@ def make_scheduler(name: str, base_config, *, scales_input: bool = True):
     return cls.from_config(cfg, **overrides)
 
 
-_WRAPPED: dict[type, type] = {}
-
-
+@functools.cache
 def _takes_generator(cls: type) -> type:
     """`cls`, or a same-named subclass whose `step` accepts (and ignores) `generator`.
 
@@ -62,14 +61,14 @@ def _takes_generator(cls: type) -> type:
 
     if "generator" in inspect.signature(cls.step).parameters:
         return cls
-    if cls not in _WRAPPED:
-        def step(self, *args, generator=None, **kwargs):
-            return cls.step(self, *args, **kwargs)
 
-        _WRAPPED[cls] = type(cls.__name__, (cls,), {"step": step, "__module__": cls.__module__})
-    return _WRAPPED[cls]
+    def step(self, *args, generator=None, **kwargs):
+        return cls.step(self, *args, **kwargs)
+
+    return type(cls.__name__, (cls,), {"step": step, "__module__": cls.__module__})
 
 
+@functools.cache
 def _unit_variance(cls: type) -> type:
     """A same-named subclass of a sigma-space sampler (Euler, Heun) that keeps its latents divided by
     sqrt(sigma^2 + 1), i.e. already scaled for the UNet.
@@ -79,9 +78,6 @@ def _unit_variance(cls: type) -> type:
     The samples are the sampler's own (only the coordinates of the intermediate latents change).
     """
     import torch
-
-    if cls in _UNIT:
-        return _UNIT[cls]
 
     def _scale(sigma):
         return (sigma ** 2 + 1) ** 0.5
@@ -110,13 +106,8 @@ def _unit_variance(cls: type) -> type:
         s = cls.init_noise_sigma.fget(self)
         return s / _scale(torch.as_tensor(s, dtype=torch.float32)).item()
 
-    _UNIT[cls] = type(cls.__name__, (cls,), {"step": step, "add_noise": add_noise,
-                                             "init_noise_sigma": property(init_noise_sigma),
-                                             "__module__": cls.__module__})
-    return _UNIT[cls]
-
-
-_UNIT: dict[type, type] = {}
+    return type(cls.__name__, (cls,), {"step": step, "add_noise": add_noise,
+                                       "init_noise_sigma": property(init_noise_sigma), "__module__": cls.__module__})
 
 
 def scheduler_name(scheduler) -> str:
