@@ -22,7 +22,7 @@ def test_snapshot_of_an_unfinished_run_loads_with_the_modes_it_has(tmp_path):
     train_shapes(run, sizes=TINY, plan=plan, progress=False)
     work = run / "work"
     # Pretend the run stopped inside the decoder stage: its final export and the later stages are gone.
-    for stage in ("inpaint", "controlnet"):
+    for stage in ("refine", "inpaint", "controlnet"):
         shutil.rmtree(work / stage)
     shutil.rmtree(work / "decoder" / "final")
     ckpts = sorted((work / "decoder" / "checkpoints").iterdir())

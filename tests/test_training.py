@@ -389,3 +389,12 @@ def test_resume_may_extend_unfinished_stages_only(tmp_path):
         _check_resume(old, {**old, "plan": asdict(replace(ShapesPlan(), pool_size=5))}, work, tmp_path)
     with pytest.raises(ValueError, match="seed"):
         _check_resume(old, {**old, "seed": 1}, work, tmp_path)
+    # A refine stage added to a finished run: the stages built on the old decoder are redone. Plans written
+    # before `refine_steps` existed ran without it.
+    for stage in ("decoder", "inpaint", "controlnet"):
+        (work / stage / "final").mkdir(parents=True)
+        (work / stage / "final" / "done.json").write_text("{}")
+    older = {**old, "plan": {k: v for k, v in old["plan"].items() if not k.startswith("refine_")}}
+    assert _check_resume(older, old, work, tmp_path) == []
+    refined = {**old, "plan": asdict(replace(ShapesPlan(), refine_steps=100))}
+    assert _check_resume(older, refined, work, tmp_path) == ["inpaint", "controlnet"]

@@ -10,6 +10,7 @@ the same model on the same machine.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,16 +19,18 @@ import torch
 
 from pintor.architectures import SHAPES, Kandinsky22Sizes, build_kandinsky22, save_kandinsky22
 
-STAGES = ("clip", "movq", "prior", "decoder", "inpaint", "controlnet")
+# "refine" is a second cosine cycle of the decoder (a warm restart at half the learning rate): 0 steps in
+# the 90-minute plan, 11000 in the shipped model, whose decoder was still learning at the end of its first cycle.
+STAGES = ("clip", "movq", "prior", "decoder", "refine", "inpaint", "controlnet")
 
 # Seconds per step of each stage at the plan's batch sizes, measured on the shared 2-core CPU this model
 # is trained on (`python -m pintor.training.shapes_main --probe`), and seconds of fixed work for a
 # 15000-image pool (rendering, MoVQ-encoding it (22 ms an image), CLIP embeddings, saving).
-SECONDS_PER_STEP = {"clip": 0.55, "movq": 0.56, "prior": 0.27, "decoder": 0.30, "inpaint": 0.29, "controlnet": 0.60}
+SECONDS_PER_STEP = {"clip": 0.55, "movq": 0.56, "prior": 0.27, "decoder": 0.30, "refine": 0.30, "inpaint": 0.29, "controlnet": 0.60}
 FIXED_SECONDS = 420.0
 # Share of the step budget per stage: the decoder does the hardest job; the ControlNet's hint encoder
 # runs at full image resolution, which makes its steps twice as dear.
-STAGE_SHARES = {"clip": 0.113, "movq": 0.228, "prior": 0.085, "decoder": 0.342, "inpaint": 0.083, "controlnet": 0.148}
+STAGE_SHARES = {"clip": 0.113, "movq": 0.228, "prior": 0.085, "decoder": 0.342, "refine": 0.0, "inpaint": 0.083, "controlnet": 0.148}
 # Fraction of the budget planned for (other jobs on a shared CPU slow everything down further).
 BUDGET_SAFETY = 1.0
 
@@ -51,6 +54,8 @@ class ShapesPlan:
     prior_batch: int = 128
     decoder_steps: int = 5500
     decoder_batch: int = 32
+    refine_steps: int = 0
+    refine_batch: int = 32
     inpaint_steps: int = 1400
     inpaint_batch: int = 32
     controlnet_steps: int = 1200
@@ -61,11 +66,15 @@ class ShapesPlan:
         return FIXED_SECONDS + sum(getattr(self, f"{s}_steps") * SECONDS_PER_STEP[s] for s in STAGES)
 
 
-def _check_resume(old: dict, new: dict, work: Path, out: Path) -> None:
-    """Raises `ValueError` unless a run started with `old` settings can go on with `new` ones.
+def _check_resume(old: dict, new: dict, work: Path, out: Path) -> list[str]:
+    """Checks that a run started with `old` settings can go on with `new` ones; returns the stages to redo.
 
     Seed, sizes and pool must match, and so must the steps and batch of every finished stage; a stage
-    that has not finished may get a new plan (e.g. a longer decoder), which is logged.
+    that has not finished may get a new plan (e.g. a longer decoder, or a refine stage), which is logged.
+    Finished stages after a re-planned one were built on what it replaces, so they are returned to redo.
+
+    Raises:
+        ValueError: the runs differ in seed, sizes, pool or the plan of a finished stage.
     """
     for key in ("seed", "sizes"):
         if old.get(key) != new[key]:
@@ -74,14 +83,25 @@ def _check_resume(old: dict, new: dict, work: Path, out: Path) -> None:
     if op.get("pool_size") != np_["pool_size"]:
         raise ValueError(f"cannot resume {str(out)!r}: it was started with pool_size {op.get('pool_size')}, "
                          f"not {np_['pool_size']}")
+    # Plans written before a field existed ran with its default.
+    op = {**asdict(ShapesPlan()), **op}
+    redo: list[str] = []
+    replanned = False
     for stage in STAGES:
+        finished = (work / stage / "final" / "done.json").is_file()
         keys = [k for k in np_ if k.startswith(stage + "_")]
         if all(op.get(k) == np_[k] for k in keys):
+            if replanned and finished:
+                redo.append(stage)
             continue
         changed = ", ".join(f"{k} {op.get(k)} -> {np_[k]}" for k in keys if op.get(k) != np_[k])
-        if (work / stage / "final" / "done.json").is_file():
+        if finished:
             raise ValueError(f"cannot resume {str(out)!r}: stage {stage} finished with another plan ({changed})")
         _log(f"resuming with a new plan for unfinished stage {stage}: {changed}")
+        replanned = True
+    if redo:
+        _log(f"stages {', '.join(redo)} come after a re-planned stage: they are trained again")
+    return redo
 
 
 def plan_for_budget(budget_minutes: float, *, seconds_per_step: dict[str, float] | None = None,
@@ -100,7 +120,8 @@ def plan_for_budget(budget_minutes: float, *, seconds_per_step: dict[str, float]
     train_s = budget_minutes * 60 * BUDGET_SAFETY - fixed_seconds
     plan = ShapesPlan()
     for s in STAGES:
-        setattr(plan, f"{s}_steps", max(10, int(train_s * STAGE_SHARES[s] / sps[s]) // 10 * 10))
+        steps = int(train_s * STAGE_SHARES[s] / sps[s]) // 10 * 10
+        setattr(plan, f"{s}_steps", max(10, steps) if STAGE_SHARES[s] > 0 else 0)
     return plan
 
 
@@ -128,6 +149,8 @@ def _stage_cfgs(plan: ShapesPlan, device: str, seed: int, resume: bool, progress
                              checkpoint_every=every(plan.prior_steps), **common),
         "decoder": DecoderConfig(kind="text2img", steps=plan.decoder_steps, batch_size=plan.decoder_batch,
                                  lr=4e-4, seed=seed + 4, checkpoint_every=every(plan.decoder_steps), **common),
+        "refine": DecoderConfig(kind="text2img", steps=plan.refine_steps, batch_size=plan.refine_batch, lr=2e-4,
+                                warmup_steps=100, seed=seed + 7, checkpoint_every=every(plan.refine_steps), **common),
         "inpaint": DecoderConfig(kind="inpaint", steps=plan.inpaint_steps, batch_size=plan.inpaint_batch,
                                  lr=2e-4, warmup_steps=100, seed=seed + 5,
                                  checkpoint_every=every(plan.inpaint_steps), **common),
@@ -183,7 +206,12 @@ def train_shapes(out_dir: str | Path, *, device: str = "cpu", seed: int = 0, bud
     run_meta = {"seed": seed, "plan": asdict(plan), "sizes": asdict(sizes)}
     meta_path = work / "run.json"
     if resume and meta_path.is_file():
-        _check_resume(json.loads(meta_path.read_text()), json.loads(json.dumps(run_meta)), work, out)
+        for stage in _check_resume(json.loads(meta_path.read_text()), json.loads(json.dumps(run_meta)), work, out):
+            # Kept beside the run rather than deleted: an earlier model's stage may still be wanted.
+            stale = work / f"{stage}.stale"
+            if stale.exists():
+                shutil.rmtree(stale)
+            (work / stage).rename(stale)
     elif not resume:
         # A fresh run never picks up an older run's finished stages.
         for s in STAGES:
@@ -278,6 +306,8 @@ def train_shapes(out_dir: str | Path, *, device: str = "cpu", seed: int = 0, bud
         return unet
 
     c.unet = decoder_stage("decoder", lambda: c.unet)
+    if plan.refine_steps:
+        c.unet = decoder_stage("refine", lambda: c.unet)
     c.inpaint_unet = decoder_stage("inpaint", lambda: inpaint_unet_from(c.unet, seed=seed + 5))
     c.controlnet_unet = decoder_stage("controlnet", lambda: controlnet_unet_from(c.unet, seed=seed + 6))
 

@@ -40,16 +40,18 @@ def snapshot_shapes(run_dir: str | Path, out_dir: str | Path, *, min_fraction: f
     from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
 
     from pintor.architectures import Kandinsky22Sizes, build_kandinsky22, build_unet, save_kandinsky22
-    from pintor.training.shapes import DEFAULTS
+    from pintor.training.shapes import DEFAULTS, STAGES
 
     work = Path(run_dir) / "work"
     run = json.loads((work / "run.json").read_text())
     sizes = Kandinsky22Sizes(**{k: tuple(v) if isinstance(v, list) else v for k, v in run["sizes"].items()})
     c = build_kandinsky22(sizes, seed=run["seed"])
     report = {}
-    for stage in ("clip", "movq", "prior", "decoder", "inpaint", "controlnet"):
-        status, path, step = _stage_state(work, stage)
+    for stage in STAGES:
         planned = run["plan"].get(f"{stage}_steps")
+        if stage == "refine" and not planned:
+            continue
+        status, path, step = _stage_state(work, stage)
         report[stage] = {"status": status, "step": planned if status == "done" else step, "planned": planned}
         if status == "missing" or (status == "checkpoint" and stage == "clip"):
             if stage in REQUIRED:
@@ -70,7 +72,8 @@ def snapshot_shapes(run_dir: str | Path, out_dir: str | Path, *, min_fraction: f
             if stage in ("inpaint", "controlnet"):
                 module = build_unet(sizes, stage)
             else:
-                module = {"movq": c.movq, "prior": c.prior, "decoder": c.unet}[stage]
+                # A refine checkpoint continues the decoder: same architecture.
+                module = {"movq": c.movq, "prior": c.prior, "decoder": c.unet, "refine": c.unet}[stage]
             _assign(c, stage, load_weights(path, module, ema=True))
     for stage, attr in (("inpaint", "inpaint_unet"), ("controlnet", "controlnet_unet")):
         if report[stage]["status"] not in ("done", "checkpoint"):
@@ -82,6 +85,6 @@ def snapshot_shapes(run_dir: str | Path, out_dir: str | Path, *, min_fraction: f
 
 
 def _assign(c, stage: str, module) -> None:
-    attr = {"movq": "movq", "prior": "prior", "decoder": "unet", "inpaint": "inpaint_unet",
+    attr = {"movq": "movq", "prior": "prior", "decoder": "unet", "refine": "unet", "inpaint": "inpaint_unet",
             "controlnet": "controlnet_unet"}[stage]
     setattr(c, attr, module)
