@@ -350,6 +350,17 @@ def test_plan_for_budget_fits_the_budget():
         plan_for_budget(1)
 
 
+def test_plan_argument_names_the_shipped_plan_or_overrides():
+    from pintor.training.shapes import SHIPPED_PLAN, parse_plan, plan_for_budget
+
+    assert parse_plan("shipped") == SHIPPED_PLAN and SHIPPED_PLAN.refine_steps > 0
+    assert parse_plan(None) == plan_for_budget(90) and parse_plan(None).refine_steps == 0
+    assert parse_plan('{"decoder_steps": 9000}').decoder_steps == 9000
+    for bad in ('{"decoder_stepz": 1}', "[1]", "fast"):
+        with pytest.raises(ValueError, match="--plan must be 'shipped' or a JSON object"):
+            parse_plan(bad)
+
+
 def test_train_shapes_end_to_end_and_resume(tmp_path):
     from diffusers import KandinskyV22Pipeline, KandinskyV22PriorPipeline
 

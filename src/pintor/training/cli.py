@@ -42,7 +42,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             t.add_argument("--budget-minutes", type=float, default=90.0,
                            help="wall-time budget on the reference 2-core CPU (default: 90)")
             t.add_argument("--plan", metavar="JSON",
-                           help="override plan fields, e.g. '{\"decoder_steps\": 11000}' (see ShapesPlan)")
+                           help="'shipped' for the shipped weights' plan, or a JSON object overriding plan fields, "
+                                "e.g. '{\"decoder_steps\": 11000}' (see ShapesPlan)")
             continue
         t.add_argument("--data", metavar="DIR", help="imagefolder with metadata.jsonl (file_name, text); "
                                                      "default: the shapes world")

@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--budget-minutes", type=float, default=90.0)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    p.add_argument("--plan", help="JSON object overriding plan fields, e.g. '{\"decoder_steps\": 9000}'")
+    p.add_argument("--plan", help="'shipped' (the shipped weights' plan) or a JSON object overriding plan "
+                                  "fields, e.g. '{\"decoder_steps\": 9000}'")
     p.add_argument("--probe", action="store_true", help="time a few steps per stage and print a plan")
     p.add_argument("--probe-steps", type=int, default=8)
     p.add_argument("--no-progress", action="store_true")
@@ -113,16 +114,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if not args.out:
             raise ValueError("--out is required (the run folder), got nothing")
-        from pintor.training.shapes import ShapesPlan, plan_for_budget, train_shapes
+        from pintor.training.shapes import parse_plan, train_shapes
 
-        plan = plan_for_budget(args.budget_minutes)
-        if args.plan:
-            try:
-                overrides = json.loads(args.plan)
-                plan = replace(plan, **overrides)
-            except (json.JSONDecodeError, TypeError) as e:
-                raise ValueError(f"--plan must be a JSON object of {list(asdict(ShapesPlan()))}, got {args.plan!r} "
-                                 f"({e})") from None
+        plan = parse_plan(args.plan, args.budget_minutes)
         path = train_shapes(args.out, device=args.device, seed=args.seed, resume=args.resume, plan=plan,
                             progress=not args.no_progress)
         print(path)
