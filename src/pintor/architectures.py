@@ -335,6 +335,11 @@ def save_kandinsky22(c: Kandinsky22Components, path: str | Path, *, name: str | 
     if c.extra:
         meta.update(c.extra)
     (path / "pintor.json").write_text(json.dumps(meta, indent=2) + "\n")
+    # diffusers records where each module was loaded from; a shipped model should not carry local paths.
+    for cfg in path.rglob("config.json"):
+        data = json.loads(cfg.read_text())
+        if data.pop("_name_or_path", None) is not None:
+            cfg.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     return path
 
 

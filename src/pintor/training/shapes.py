@@ -37,6 +37,7 @@ BUDGET_SAFETY = 1.0
 # Default generation settings written to pintor.json (pintor's setting names). Tuned with `pintor eval`
 # on a tuning prompt set (not eval's): decoder guidance above 3 lowered accuracy (7: 0.14 overall against
 # 0.36 at 1), and so did prior guidance 8; at 1 the decoder skips its unconditional pass, half the work.
+# Re-checked for v2 (refined decoder): 50 steps, guidance 2, prior guidance 1 or 4, 25 prior steps all lower.
 DEFAULTS = {"steps": 20, "prior_steps": 10, "guidance_scale": 1.0, "prior_guidance_scale": 2.0, "width": 128,
             "height": 128, "scheduler": "ddpm"}
 
@@ -68,7 +69,7 @@ class ShapesPlan:
 
 # The plan of the shipped weights: the 90-minute plan's CLIP, MoVQ and prior, then a decoder of two cosine
 # cycles (11000 steps, then 11000 more at half the learning rate) and longer inpaint and ControlNet stages:
-# about 3 h 20 min on the 2-core CPU, over the 90-minute budget because accuracy comes first.
+# about 3 h 10 min on the 2-core CPU, over the 90-minute budget because accuracy comes first.
 SHIPPED_PLAN = ShapesPlan(clip_steps=1020, movq_steps=2020, prior_steps=1560, decoder_steps=11000,
                           refine_steps=11000, inpaint_steps=2000, controlnet_steps=1600)
 
