@@ -189,6 +189,25 @@ def test_new_unets_start_from_the_base_decoder():
         assert torch.allclose(out, ref, atol=1e-5)
 
 
+def test_image_tower_position_init_is_2d_sincos():
+    from dataclasses import replace
+
+    from pintor.architectures import SHAPES, build_image_encoder, sincos_2d
+
+    s = replace(TINY, vision_pos_sincos=1.0)
+    table = build_image_encoder(s).vision_model.embeddings.position_embedding.weight.detach()
+    grid = s.vision_image_size // s.vision_patch
+    assert table.shape == (grid * grid + 1, s.vision_hidden)
+    assert torch.equal(table[0], torch.zeros(s.vision_hidden))
+    assert torch.allclose(table[1:], sincos_2d(grid, s.vision_hidden))
+    # Neighbouring patches get closer codes than far ones, along both axes: the tower starts out knowing where.
+    d = torch.cdist(table[1:], table[1:])
+    assert d[0, 1] < d[0, grid - 1] and d[0, grid] < d[0, grid * (grid - 1)]
+    assert SHAPES.vision_pos_sincos > 0 and TINY.vision_pos_sincos == 0
+    with pytest.raises(ValueError, match="divisible by 4"):
+        sincos_2d(4, 30)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Trainers
 # ---------------------------------------------------------------------------------------------------

@@ -39,6 +39,10 @@ class Kandinsky22Sizes:
     vision_hidden: int = 32
     vision_layers: int = 2
     vision_heads: int = 4
+    # Scale of a 2-D sin-cos init of the vision tower's patch position embeddings; 0 keeps transformers'
+    # near-zero random init. A tiny ViT trained from scratch barely learns where things are from that init,
+    # and then the CLIP image embedding (all the decoder sees) carries no object positions.
+    vision_pos_sincos: float = 0.0
     prior_heads: int = 2
     prior_head_dim: int = 16
     prior_layers: int = 1
@@ -68,6 +72,7 @@ SHAPES = Kandinsky22Sizes(
     vision_hidden=128,
     vision_layers=4,
     vision_heads=4,
+    vision_pos_sincos=1.0,
     prior_heads=4,
     prior_head_dim=32,
     prior_layers=6,
@@ -178,7 +183,29 @@ def build_image_encoder(s: Kandinsky22Sizes):
         patch_size=s.vision_patch,
         projection_dim=s.embed_dim,
     )
-    return CLIPVisionModelWithProjection(cfg)
+    model = CLIPVisionModelWithProjection(cfg)
+    if s.vision_pos_sincos:
+        import torch
+
+        table = model.vision_model.embeddings.position_embedding.weight
+        grid = s.vision_image_size // s.vision_patch
+        with torch.no_grad():
+            table[0] = 0  # the class token has no place
+            table[1:] = sincos_2d(grid, s.vision_hidden) * s.vision_pos_sincos
+    return model
+
+
+def sincos_2d(grid: int, dim: int):
+    """Returns the 2-D sin-cos position table (`grid * grid` rows, row-major patches, `dim` columns) of MAE/ViT."""
+    import torch
+
+    if dim % 4:
+        raise ValueError(f"sin-cos position embeddings need a width divisible by 4, got {dim}")
+    ys, xs = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+    freqs = 1.0 / (100 ** (torch.arange(dim // 4) / (dim // 4)))
+    x = xs.flatten()[:, None].float() * freqs
+    y = ys.flatten()[:, None].float() * freqs
+    return torch.cat([x.sin(), x.cos(), y.sin(), y.cos()], dim=1)
 
 
 def build_image_processor(s: Kandinsky22Sizes):
