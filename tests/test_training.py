@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -428,3 +429,11 @@ def test_resume_may_extend_unfinished_stages_only(tmp_path):
     assert _check_resume(older, old, work, tmp_path) == []
     refined = {**old, "plan": asdict(replace(ShapesPlan(), refine_steps=100))}
     assert _check_resume(older, refined, work, tmp_path) == ["inpaint", "controlnet"]
+    # A longer prior (its old folder moved aside) redoes nothing: the decoders learn from images, not from it.
+    longer_prior = {**old, "plan": asdict(replace(ShapesPlan(), prior_steps=4000))}
+    assert _check_resume(old, longer_prior, work, tmp_path) == []
+    # A new CLIP redoes everything built on its embeddings (the MoVQ is not), started or finished.
+    shutil.rmtree(work / "clip")
+    (work / "prior" / "checkpoints").mkdir(parents=True)
+    new_clip = {**old, "plan": asdict(replace(ShapesPlan(), clip_steps=2000))}
+    assert _check_resume(old, new_clip, work, tmp_path) == ["prior", "decoder", "inpaint", "controlnet"]

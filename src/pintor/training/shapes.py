@@ -22,6 +22,10 @@ from pintor.architectures import SHAPES, Kandinsky22Sizes, build_kandinsky22, sa
 # "refine" is a second cosine cycle of the decoder (a warm restart at half the learning rate): 0 steps in
 # the 90-minute plan, 11000 in the shipped model, whose decoder was still learning at the end of its first cycle.
 STAGES = ("clip", "movq", "prior", "decoder", "refine", "inpaint", "controlnet")
+# What each stage is trained from: a re-planned stage makes the stages that depend on it, directly or not,
+# train again, and leaves the others (a longer prior does not touch the decoders, which learn from images).
+DEPENDS = {"clip": (), "movq": (), "prior": ("clip",), "decoder": ("clip", "movq"), "refine": ("decoder",),
+           "inpaint": ("decoder", "refine"), "controlnet": ("decoder", "refine")}
 
 # Seconds per step of each stage at the plan's batch sizes, measured on the shared 2-core CPU this model
 # is trained on (`python -m pintor.training.shapes_main --probe`), and seconds of fixed work for a
@@ -105,7 +109,7 @@ def _check_resume(old: dict, new: dict, work: Path, out: Path) -> list[str]:
 
     Seed, sizes and pool must match, and so must the steps and batch of every finished stage; a stage
     that has not finished may get a new plan (e.g. a longer decoder, or a refine stage), which is logged.
-    Finished stages after a re-planned one were built on what it replaces, so they are returned to redo.
+    Stages started (finished or not) on what a re-planned stage replaces (see `DEPENDS`) are returned to redo.
 
     Raises:
         ValueError: the runs differ in seed, sizes, pool or the plan of a finished stage.
@@ -120,21 +124,23 @@ def _check_resume(old: dict, new: dict, work: Path, out: Path) -> list[str]:
     # Plans written before a field existed ran with its default.
     op = {**asdict(ShapesPlan()), **op}
     redo: list[str] = []
-    replanned = False
+    changed: set[str] = set()
     for stage in STAGES:
         finished = (work / stage / "final" / "done.json").is_file()
         keys = [k for k in np_ if k.startswith(stage + "_")]
         if all(op.get(k) == np_[k] for k in keys):
-            if replanned and finished:
+            if changed.intersection(DEPENDS[stage]) and (work / stage).exists():
                 redo.append(stage)
+                changed.add(stage)
             continue
-        changed = ", ".join(f"{k} {op.get(k)} -> {np_[k]}" for k in keys if op.get(k) != np_[k])
+        changed_keys = ", ".join(f"{k} {op.get(k)} -> {np_[k]}" for k in keys if op.get(k) != np_[k])
         if finished:
-            raise ValueError(f"cannot resume {str(out)!r}: stage {stage} finished with another plan ({changed})")
-        _log(f"resuming with a new plan for unfinished stage {stage}: {changed}")
-        replanned = True
+            raise ValueError(f"cannot resume {str(out)!r}: stage {stage} finished with another plan ({changed_keys}); "
+                             f"to train it again with the new one, move {str(work / stage)!r} aside first")
+        _log(f"resuming with a new plan for unfinished stage {stage}: {changed_keys}")
+        changed.add(stage)
     if redo:
-        _log(f"stages {', '.join(redo)} come after a re-planned stage: they are trained again")
+        _log(f"stages {', '.join(redo)} were built on a re-planned stage: they are trained again")
     return redo
 
 
