@@ -250,6 +250,30 @@ def test_clip_and_movq_trainers_learn(pool, tmp_path):
     assert abs(r.info["latent_std"]) > 0 and len(r.info["latent_mean"]) == TINY.movq_latent_channels
 
 
+def test_prior_layout_loss_reads_positions_through_a_fitted_probe(tmp_path):
+    from pintor.training import PriorConfig, build_shapes_pool, train_prior
+    from pintor.training.clip import layout_loss
+    from pintor.training.prior import fit_layout_probe
+
+    # A probe fitted on embeddings that hold the layout (here: a fixed random linear code of it) reads it back.
+    g = torch.Generator().manual_seed(0)
+    layout = build_shapes_pool(256, seed=1, progress=False).layout
+    code = torch.randn(layout.shape[1], 32, generator=g)
+    embeds = layout @ code + 0.01 * torch.randn(len(layout), 32, generator=g)
+    before = layout_loss(torch.zeros(len(layout), layout.shape[1] + 2), layout)
+    probe = fit_layout_probe(embeds, layout, seed=0, steps=300, batch_size=64)
+    assert not any(p.requires_grad for p in probe.parameters())
+    assert layout_loss(probe(torch.nn.functional.normalize(embeds, dim=-1)), layout) < 0.5 * before
+
+    # With the loss on, the prior logs it beside the plain MSE and still trains.
+    c = build_kandinsky22(TINY, seed=0)
+    shapes = build_shapes_pool(16, seed=0, progress=False)
+    cfg = _fast(PriorConfig, steps=6, batch_size=8, layout_weight=1.0, layout_probe_steps=20)
+    r = train_prior(c.prior, c.text_encoder, c.image_encoder, c.tokenizer, c.image_processor, c.prior_scheduler,
+                    shapes, cfg, tmp_path / "prior")
+    assert {"mse", "layout"} <= set(r.history[-1]) and r.history[-1]["loss"] > r.history[-1]["mse"]
+
+
 def test_prior_and_decoders_train_and_load_in_the_pipelines(pool, tmp_path):
     from diffusers import (
         KandinskyV22ControlnetPipeline,
