@@ -25,7 +25,10 @@ KEY = "browser-key"
 def run_tab(page, tab: str) -> None:
     page.wait_for_timeout(300)  # let the upload land before the click reads it
     page.locator(f"#{tab}-run").click()
-    page.locator(f"#{tab}-gallery img").first.wait_for(timeout=180_000)
+    # An image, or an error toast (say which, rather than time out on a request the server refused).
+    page.wait_for_function(f"() => document.querySelector('#{tab}-gallery img') || document.querySelector('.toast-body')",
+                           timeout=180_000)
+    assert page.locator(f"#{tab}-gallery img").count() > 0, f"{tab}: {page.locator('.toast-body').all_inner_texts()}"
     page.wait_for_function(f"() => document.querySelector('#{tab}-status').innerText.includes('Done')")
 
 
@@ -128,6 +131,8 @@ def test_generate_in_the_browser_then_find_it_in_history(tiny_k22, tmp_path):
                 with page.expect_file_chooser() as chooser:
                     page.locator("#inpaint-editor").get_by_text("Upload an image").click()
                 chooser.value.set_files(str(picture))
+                # Draw only once the editor shows the picture: on a busy machine the upload takes a while.
+                page.locator("#inpaint-editor").get_by_text("Upload an image").wait_for(state="hidden", timeout=60_000)
                 canvas = page.locator("#inpaint-editor .pixi-target canvas").first
                 page.wait_for_timeout(500)
                 box = canvas.bounding_box()
