@@ -45,15 +45,25 @@ class ClipConfig(TrainConfig):
 class ClipPair(torch.nn.Module):
     """The text and image towers trained together, plus CLIP's learnable `logit_scale`."""
 
-    def __init__(self, text_encoder, image_encoder, temperature: float = 0.07, layout_dim: int = 0):
+    def __init__(self, text_encoder, image_encoder, temperature: float = 0.07, layout_width: int = 0):
         super().__init__()
         self.text_encoder = text_encoder
         self.image_encoder = image_encoder
         self.logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / temperature)))
         dim = image_encoder.config.projection_dim
         # Training-only head (not exported): reads the layout back from the normalised image embedding.
+        # `layout_width` is that of the pool's layout targets (0: no head).
         self.layout_head = (torch.nn.Sequential(torch.nn.Linear(dim, 4 * dim), torch.nn.GELU(),
-                                                torch.nn.Linear(4 * dim, layout_dim + 3)) if layout_dim else None)
+                                                torch.nn.Linear(4 * dim, layout_outputs(layout_width)))
+                            if layout_width else None)
+
+
+def layout_outputs(target_width: int) -> int:
+    """Outputs a head needs to predict layout targets `target_width` wide (see `layout_loss`)."""
+    from pintor.data.vocabulary import BACKGROUNDS
+
+    # The targets end with one background index; the head gives one logit per background instead.
+    return target_width - 1 + len(BACKGROUNDS)
 
 
 def layout_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -114,7 +124,7 @@ def train_clip(text_encoder, image_encoder, tokenizer, image_processor, pool: Im
     torch.manual_seed(cfg.seed)
     use_layout = cfg.layout_weight > 0 and pool.layout is not None
     model = ClipPair(text_encoder, image_encoder, cfg.temperature,
-                     pool.layout.shape[1] - 1 if use_layout else 0).to(device)
+                     pool.layout.shape[1] if use_layout else 0).to(device)
     ids, _ = tokenize(tokenizer, pool.captions + [""])
     empty_ids = ids[-1:]
     ids = ids[:-1]

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pintor.training.clip import image_embeddings, layout_loss
+from pintor.training.clip import image_embeddings, layout_loss, layout_outputs
 from pintor.training.components import frozen
 from pintor.training.data import ImagePool, clip_resize, tokenize
 from pintor.training.loop import LoopResult, TrainConfig, check_device, train_loop
@@ -127,7 +127,7 @@ def fit_layout_probe(image_embeds: torch.Tensor, layout: torch.Tensor, *, seed: 
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         probe = torch.nn.Sequential(torch.nn.Linear(dim, 512), torch.nn.GELU(), torch.nn.Linear(512, 512),
-                                    torch.nn.GELU(), torch.nn.Linear(512, layout.shape[1] - 1 + 3))
+                                    torch.nn.GELU(), torch.nn.Linear(512, layout_outputs(layout.shape[1])))
     x = F.normalize(image_embeds.float(), dim=-1)
     opt = torch.optim.Adam(probe.parameters(), 1e-3)
     for _ in range(steps):
