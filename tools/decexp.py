@@ -1,0 +1,106 @@
+"""Decoder experiments on the shipped model's CLIP and MoVQ: train a decoder of given sizes, decode true
+CLIP image embeddings ("oracle") and judge them per form.
+
+Usage: python tools/decexp.py OUT --steps N [--channels 32,64,128] [--layers 1] [--lr 4e-4] [--batch 32]
+       python tools/decexp.py OUT --eval-only [--n 24]
+"""
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import pintor
+from pintor.data.shapes import make_sample, sample_spec
+from pintor.eval.detector import judge
+
+WEIGHTS = Path(pintor.__file__).parent / "weights/pintor-shapes"
+CACHE = Path("runs/v2cache.safetensors")
+
+
+def shipped():
+    from diffusers import DDPMScheduler, VQModel
+    from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+    f32 = dict(torch_dtype=torch.float32)
+    enc = CLIPVisionModelWithProjection.from_pretrained(WEIGHTS / "prior/image_encoder", **f32).eval()
+    proc = CLIPImageProcessor.from_pretrained(WEIGHTS / "prior/image_processor")
+    movq = VQModel.from_pretrained(WEIGHTS / "decoder/movq", **f32).eval()
+    sched = DDPMScheduler.from_pretrained(WEIGHTS / "decoder/scheduler")
+    return enc, proc, movq, sched
+
+
+def oracle(unet, enc, proc, movq, sched, n=24, steps=20, seed=4242):
+    from diffusers import KandinskyV22Pipeline
+
+    pipe = KandinskyV22Pipeline(unet=unet.eval(), scheduler=sched, movq=movq)
+    pipe.set_progress_bar_config(disable=True)
+    with torch.no_grad():
+        zero = enc(torch.zeros(1, 3, enc.config.image_size, enc.config.image_size)).image_embeds
+    res = {}
+    for k, form in enumerate(("single", "count", "pair", "relation")):
+        ok = []
+        for i in range(n):
+            rng = np.random.default_rng([seed, i, k])
+            s = make_sample(sample_spec(rng, form=form), rng)
+            with torch.no_grad():
+                emb = enc(**proc(s.image, return_tensors="pt")).image_embeds
+            out = pipe(image_embeds=emb, negative_image_embeds=zero, num_inference_steps=steps, guidance_scale=1.0,
+                       height=128, width=128, generator=torch.Generator().manual_seed(i)).images[0]
+            ok.append(judge(out, s.caption).correct)
+        res[form] = float(np.mean(ok))
+    res["all"] = float(np.mean(list(res.values())))
+    return res
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out")
+    ap.add_argument("--steps", type=int, default=5000)
+    ap.add_argument("--channels", default="32,64,128")
+    ap.add_argument("--layers", type=int, default=1)
+    ap.add_argument("--lr", type=float, default=4e-4)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--n", type=int, default=24)
+    ap.add_argument("--eval-only", action="store_true")
+    a = ap.parse_args()
+    torch.set_num_threads(2)
+    from dataclasses import replace
+
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import load_file, save_file
+
+    from pintor.architectures import SHAPES, build_unet
+    from pintor.training.data import build_shapes_pool
+    from pintor.training.decoder import DecoderConfig, train_decoder
+
+    enc, proc, movq, sched = shipped()
+    out = Path(a.out)
+    if a.eval_only:
+        unet = UNet2DConditionModel.from_pretrained(out if (out / "config.json").is_file() else out / "final")
+        print(json.dumps(oracle(unet, enc, proc, movq, sched, n=a.n)))
+        raise SystemExit
+    pool = build_shapes_pool(15000, seed=0)
+    if not CACHE.is_file():
+        from pintor.training.clip import image_embeddings
+        from pintor.training.data import clip_resize
+        from pintor.training.movq import encode_latents
+
+        lat = encode_latents(movq, pool, device="cpu")
+        emb = image_embeddings(enc, clip_resize(pool, proc), proc, device="cpu")
+        CACHE.parent.mkdir(exist_ok=True)
+        save_file({"latents": lat.contiguous(), "image_embeds": emb.contiguous()}, CACHE)
+    c = load_file(CACHE)
+    sizes = replace(SHAPES, unet_channels=tuple(int(v) for v in a.channels.split(",")), unet_layers_per_block=a.layers)
+    torch.manual_seed(0)
+    unet = build_unet(sizes)
+    print("unet params %.2fM" % (sum(p.numel() for p in unet.parameters()) / 1e6), flush=True)
+    cfg = DecoderConfig(steps=a.steps, batch_size=a.batch, lr=a.lr, seed=4, resume=True,
+                        checkpoint_every=max(50, min(500, a.steps // 10)))
+    r = train_decoder(unet, movq, enc, proc, sched, pool, cfg, out, latents=c["latents"], image_embeds=c["image_embeds"])
+    r.model.save_pretrained(out / "final")
+    res = oracle(r.model, enc, proc, movq, sched, n=a.n)
+    res["minutes"] = round(r.seconds / 60, 1)
+    print(json.dumps(res))
+    (out / "oracle.json").write_text(json.dumps(res))
