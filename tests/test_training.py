@@ -172,19 +172,6 @@ def test_standardized_movq_decodes_the_same():
     assert torch.allclose(before, after, atol=1e-4)
 
 
-def test_movq_edge_loss_counts_in_the_loss():
-    from pintor.architectures import build_movq
-    from pintor.training.movq import MovqConfig, movq_losses
-
-    torch.manual_seed(0)
-    movq = build_movq(TINY)
-    x = torch.rand(2, 3, 32, 32) * 2 - 1
-    plain = movq_losses(movq, x, MovqConfig(edge_weight=0.0))
-    edged = movq_losses(movq, x, MovqConfig(edge_weight=2.0))
-    assert "edge" not in plain and float(edged["edge"]) > 0
-    assert torch.isclose(edged["loss"], plain["loss"] + 2.0 * edged["edge"], rtol=1e-5)
-
-
 def test_new_unets_start_from_the_base_decoder():
     from pintor.architectures import build_unet
     from pintor.training.components import controlnet_unet_from, inpaint_unet_from

@@ -1,6 +1,6 @@
 """MoVQ experiments: train (from scratch or from the shipped MoVQ) and judge round trips with the detector.
 
-Usage: python tools/movqexp.py OUT --steps N [--init shipped] [--edge W] [--lr LR] [--pool N] [--eval-only]
+Usage: python tools/movqexp.py OUT --steps N [--init shipped] [--lr LR] [--pool N] [--eval-only]
 """
 import argparse
 import json
@@ -36,7 +36,6 @@ if __name__ == "__main__":
     ap.add_argument("out")
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--init", default="scratch")
-    ap.add_argument("--edge", type=float, default=0.0)
     ap.add_argument("--lr", type=float, default=8e-4)
     ap.add_argument("--pool", type=int, default=15000)
     ap.add_argument("--eval-only", action="store_true")
@@ -60,7 +59,7 @@ if __name__ == "__main__":
         torch.manual_seed(0)
         movq = build_movq(SHAPES)
     pool = build_shapes_pool(a.pool, seed=0)
-    cfg = MovqConfig(steps=a.steps, batch_size=16, lr=a.lr, seed=2, edge_weight=a.edge,
+    cfg = MovqConfig(steps=a.steps, batch_size=16, lr=a.lr, seed=2,
                      checkpoint_every=max(50, min(500, a.steps // 10)), resume=True,
                      standardize=a.init != "shipped")
     r = train_movq(movq, pool, cfg, a.out)

@@ -24,8 +24,6 @@ class MovqConfig(TrainConfig):
             GroupNorm statistics match whole images at inference.
         l1_weight, l2_weight (`float`): reconstruction loss weights.
         vq_weight (`float`): weight of the codebook + commitment loss.
-        edge_weight (`float`): weight of an L1 loss on horizontal and vertical pixel differences, which
-            asks for sharp edges (thin star points) that plain L1 + L2 leave blurred.
         object_crops (`float`): fraction of crops centred (with jitter) on an object, when the pool knows
             object boxes: shapes-world images are mostly flat background, which teaches little.
         standardize (`bool`): afterwards, fold a reparameterisation into the model so its latents have
@@ -43,7 +41,6 @@ class MovqConfig(TrainConfig):
     l1_weight: float = 1.0
     l2_weight: float = 1.0
     vq_weight: float = 0.1
-    edge_weight: float = 0.0
     object_crops: float = 0.7
     standardize: bool = True
 
@@ -57,12 +54,7 @@ def movq_losses(movq, x: torch.Tensor, cfg: MovqConfig) -> dict[str, torch.Tenso
     l1 = F.l1_loss(rec, x)
     l2 = F.mse_loss(rec, x)
     loss = cfg.l1_weight * l1 + cfg.l2_weight * l2 + cfg.vq_weight * vq_loss
-    out = {"l1": l1.detach(), "l2": l2.detach(), "vq": vq_loss.detach()}
-    if cfg.edge_weight:
-        edge = F.l1_loss(rec.diff(dim=-1), x.diff(dim=-1)) + F.l1_loss(rec.diff(dim=-2), x.diff(dim=-2))
-        loss = loss + cfg.edge_weight * edge
-        out["edge"] = edge.detach()
-    return {"loss": loss, **out}
+    return {"loss": loss, "l1": l1.detach(), "l2": l2.detach(), "vq": vq_loss.detach()}
 
 
 @torch.no_grad()
