@@ -19,6 +19,7 @@ from pintor.eval.evaluate import (
     evaluate_inpaint,
     evaluate_mixing,
     evaluate_prompts,
+    evaluate_variations,
 )
 from pintor.registry import embedded_path
 
@@ -26,12 +27,14 @@ from pintor.registry import embedded_path
 TEST_SEED = EVAL_SEED + 2000
 # Measured on these sets with the shipped v2 weights (2026-11-25): single seen 6/6, overall 13/36,
 # control 3/6, inpaint 6/6 (outside pixels 6/6), mixing (4 cases) A at w=1 and B at w=0 4/4 for image and
-# text items. Floors allow about two flipped images per figure.
+# text items; variations 4/16 (their MoVQ round trip 14/16). Floors allow about two flipped images per figure.
 SINGLE_SEEN_FLOOR = 4 / 6
 OVERALL_FLOOR = 0.25
 CONTROL_FLOOR = 1 / 6
 INPAINT_FLOOR = 4 / 6
 MIX_FLOOR = 2 / 4
+VARIATIONS_FLOOR = 2 / 16
+ROUND_TRIP_FLOOR = 12 / 16
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +77,9 @@ def test_embedded_mixing_floor(shapes):
     mix = evaluate_mixing(shapes, EvalConfig(n=4, seed=TEST_SEED), [])
     for kind in ("image", "text"):
         assert mix[kind]["a_at_w1"] >= MIX_FLOOR and mix[kind]["b_at_w0"] >= MIX_FLOOR, mix
+
+
+def test_embedded_variations_and_movq_round_trip_floor(shapes):
+    v = evaluate_variations(shapes, EvalConfig(n=4, seed=TEST_SEED), [])
+    assert v["accuracy"]["overall"] >= VARIATIONS_FLOOR, v
+    assert v["movq_round_trip"]["overall"] >= ROUND_TRIP_FLOOR, v

@@ -32,10 +32,12 @@ def test_eval_cli_writes_report_and_sheet(tiny_k22, tmp_path):
     assert all(0 <= v <= 1 for v in report["prompts"]["accuracy"].values())
     assert set(report["mixing"]) == {"image", "text"} and "correct_and_placed" in report["control"]
     assert report["inpaint"]["outside_unchanged"] == 1.0  # the composite keeps every outside pixel
+    forms = {"single", "count", "pair", "relation", "overall"}
+    assert set(report["variations"]["accuracy"]) == forms == set(report["variations"]["movq_round_trip"])
     assert report["speed"]["load_seconds"] > 0 and report["speed"]["seconds_per_image"] > 0
     sheet = Image.open(tmp_path / "ev" / "contact-sheet.png")
     assert sheet.width > 128 and sheet.height > 128
-    assert "overall" in r.stdout
+    assert "overall" in r.stdout and "MoVQ round trip" in r.stdout
 
 
 def test_eval_bad_prompts_file(tmp_path):

@@ -29,4 +29,4 @@ for name, gen, start in (("train", ShapesGenerator(0), 0), ("fresh", ShapesGener
                    height=128, width=128, generator=torch.Generator().manual_seed(i)).images[0]
         ok.setdefault(s.spec.form, []).append(judge(out, s.caption).correct)
     print(name, {k: round(float(np.mean(v)), 2) for k, v in ok.items()},
-          "all %.2f" % np.mean([x for v in ok.values() for x in v]), flush=True)
+          f"all {np.mean([x for v in ok.values() for x in v]):.2f}", flush=True)

@@ -438,6 +438,12 @@ def format_report(report: dict) -> str:
         i = report["inpaint"]
         lines.append(f"  inpaint          new object correct {i['new_object_correct']:.2f}, "
                      f"outside unchanged {i['outside_unchanged']:.2f}")
+    if "variations" in report:
+        v = report["variations"]
+        line = f"  variations       same caption {v['accuracy']['overall']:.2f}"
+        if "movq_round_trip" in v:
+            line += f" (MoVQ round trip, their ceiling: {v['movq_round_trip']['overall']:.2f})"
+        lines.append(line)
     s = report["speed"]
     lines.append(f"  load {s['load_seconds']:.2f} s, {s['seconds_per_image']:.2f} s per image")
     return "\n".join(lines)

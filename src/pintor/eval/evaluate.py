@@ -3,7 +3,8 @@
 Categories of text prompts: single seen pairs, single held-out pairs, counts, pairs, relations and named
 backgrounds. Modes: mixing (A at w=1, B at w=0, monotonic in between; image and text items), depth
 control (objects within 8 px of their place in the depth map) and inpainting (the new object correct,
-pixels outside the mask unchanged). Also load time and seconds per image.
+pixels outside the mask unchanged), variations (the decoder on true image embeddings) with the MoVQ round
+trip as their ceiling. Also load time and seconds per image.
 """
 
 from __future__ import annotations
@@ -261,6 +262,52 @@ def evaluate_inpaint(painter, cfg: EvalConfig, cases: list[Case], bar=None) -> d
     return {"new_object_correct": _mean(correct), "outside_unchanged": _mean(kept)}
 
 
+FORMS = ("single", "count", "pair", "relation")
+
+
+def _form_scenes(cfg: EvalConfig, offset: int):
+    """`cfg.n` scenes per caption form (backgrounds drawn as in training, held-out pairs allowed)."""
+    rng = np.random.default_rng(cfg.seed + offset)
+    for form in FORMS:
+        for k in range(cfg.n):
+            spec = sample_spec(rng, form=form, allow_held_out=True)
+            image, _, _ = render(layout_for(spec, rng), spec.background)
+            yield form, k, caption_for(spec), image
+
+
+def evaluate_variations(painter, cfg: EvalConfig, cases: list[Case], bar=None) -> dict:
+    """Variations of rendered scenes (image -> CLIP image embedding -> decoder), judged against the scene's caption.
+
+    With no prior in the way this is the decoder's own accuracy on true image embeddings, and the MoVQ
+    round trip (encode, decode) of the same scenes is the ceiling of everything the decoders paint.
+    """
+    import torch
+
+    movq = painter.components.get("movq")
+    per, ceiling = defaultdict(list), defaultdict(list)
+    for form, k, caption, image in _form_scenes(cfg, 4):
+        out = _call(painter, "variations", cfg.seed + k, cfg.settings, image=image)
+        ok = judge(out, caption).correct
+        per[form].append(ok)
+        if k < 2:
+            cases.append(Case(out, f"variation: {caption}", ok, "variations"))
+        if movq is not None:
+            p = next(movq.parameters())
+            x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+            with torch.no_grad():
+                rec = movq.decode(movq.encode(x.to(p.device, p.dtype)).latents, force_not_quantize=True).sample
+            rec = ((rec[0].float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+            ceiling[form].append(judge(rec, caption).correct)
+        if bar is not None:
+            bar.update(1)
+    result = {"accuracy": {f: _mean(v) for f, v in per.items()}}
+    result["accuracy"]["overall"] = _mean([x for v in per.values() for x in v])
+    if ceiling:
+        result["movq_round_trip"] = {f: _mean(v) for f, v in ceiling.items()}
+        result["movq_round_trip"]["overall"] = _mean([x for v in ceiling.values() for x in v])
+    return result
+
+
 def measure_speed(model, load_kwargs, settings, repeats: int = 5) -> dict:
     """Load time of a fresh `pintor.load`, and median seconds per image at default settings after a warm-up."""
     import pintor
@@ -292,8 +339,9 @@ def run(model=None, cfg: EvalConfig | None = None, out_dir: str | Path = "eval",
     prompts = read_prompts(cfg.prompts_file) if cfg.prompts_file else default_prompts(cfg.n, cfg.seed)
     speed = measure_speed(model, load_kwargs, cfg.settings)
     painter = pintor.load(model, **load_kwargs)
-    mode_units = (2 * len(MIX_WEIGHTS) * cfg.n + 2 * cfg.n) if cfg.modes else 0
-    modes = [m for m in ("mix", "control", "inpaint") if m in painter.modes] if cfg.modes else []
+    modes = [m for m in ("mix", "control", "inpaint", "variations") if m in painter.modes] if cfg.modes else []
+    units = {"mix": 2 * len(MIX_WEIGHTS) * cfg.n, "control": cfg.n, "inpaint": cfg.n, "variations": len(FORMS) * cfg.n}
+    mode_units = sum(units[m] for m in modes)
     cases: list[Case] = []
     report = {"model": painter.spec.name, "config": asdict(cfg), "speed": speed}
     with tqdm(total=len(prompts) + mode_units, desc="eval", disable=not progress, dynamic_ncols=True) as bar:
@@ -304,6 +352,8 @@ def run(model=None, cfg: EvalConfig | None = None, out_dir: str | Path = "eval",
             report["control"] = evaluate_control(painter, cfg, cases, bar)
         if "inpaint" in modes:
             report["inpaint"] = evaluate_inpaint(painter, cfg, cases, bar)
+        if "variations" in modes:
+            report["variations"] = evaluate_variations(painter, cfg, cases, bar)
     report["versions"] = _versions()
     (out_dir / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
     contact_sheet(cases).save(out_dir / "contact-sheet.png")
