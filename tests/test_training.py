@@ -397,7 +397,8 @@ def test_plan_for_budget_fits_the_budget():
 def test_plan_argument_names_the_shipped_plan_or_overrides():
     from pintor.training.shapes import SHIPPED_PLAN, parse_plan, plan_for_budget
 
-    assert parse_plan("shipped") == SHIPPED_PLAN and SHIPPED_PLAN.refine_steps > 0
+    assert parse_plan("shipped") == SHIPPED_PLAN and SHIPPED_PLAN.prior_layout_weight > 0
+    assert SHIPPED_PLAN.seconds() < 135 * 60  # a whole run from scratch fits in one sitting
     assert parse_plan(None) == plan_for_budget(90) and parse_plan(None).refine_steps == 0
     assert parse_plan('{"decoder_steps": 9000}').decoder_steps == 9000
     for bad in ('{"decoder_stepz": 1}', "[1]", "fast"):
