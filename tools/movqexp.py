@@ -11,6 +11,7 @@ import torch
 
 from pintor.data.shapes import make_sample, sample_spec
 from pintor.eval.detector import judge
+from pintor.eval.evaluate import movq_round_trip
 
 
 def round_trip(movq, n=40, seed=777):
@@ -21,11 +22,7 @@ def round_trip(movq, n=40, seed=777):
         for i in range(n):
             rng = np.random.default_rng([seed, i, k])
             s = make_sample(sample_spec(rng, form=form, allow_held_out=True), rng)
-            x = torch.from_numpy(np.asarray(s.image, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
-            with torch.no_grad():
-                rec = movq.decode(movq.encode(x).latents, force_not_quantize=True).sample
-            img = ((rec[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-            ok.append(judge(img, s.caption).correct)
+            ok.append(judge(movq_round_trip(movq, s.image), s.caption).correct)
         res[form] = float(np.mean(ok))
     res["all"] = float(np.mean(list(res.values())))
     return res

@@ -275,14 +275,23 @@ def _form_scenes(cfg: EvalConfig, offset: int):
             yield form, k, caption_for(spec), image
 
 
+def movq_round_trip(movq, image) -> np.ndarray:
+    """`image` encoded and decoded by a MoVQ (`VQModel`) the way the pipelines decode latents, as uint8 RGB."""
+    import torch
+
+    p = next(movq.parameters())
+    x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        rec = movq.decode(movq.encode(x.to(p.device, p.dtype)).latents, force_not_quantize=True).sample
+    return ((rec[0].float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
 def evaluate_variations(painter, cfg: EvalConfig, cases: list[Case], bar=None) -> dict:
     """Variations of rendered scenes (image -> CLIP image embedding -> decoder), judged against the scene's caption.
 
     With no prior in the way this is the decoder's own accuracy on true image embeddings, and the MoVQ
     round trip (encode, decode) of the same scenes is the ceiling of everything the decoders paint.
     """
-    import torch
-
     movq = painter.components.get("movq")
     per, ceiling = defaultdict(list), defaultdict(list)
     for form, k, caption, image in _form_scenes(cfg, 4):
@@ -292,12 +301,7 @@ def evaluate_variations(painter, cfg: EvalConfig, cases: list[Case], bar=None) -
         if k < 2:
             cases.append(Case(out, f"variation: {caption}", ok, "variations"))
         if movq is not None:
-            p = next(movq.parameters())
-            x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
-            with torch.no_grad():
-                rec = movq.decode(movq.encode(x.to(p.device, p.dtype)).latents, force_not_quantize=True).sample
-            rec = ((rec[0].float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
-            ceiling[form].append(judge(rec, caption).correct)
+            ceiling[form].append(judge(movq_round_trip(movq, image), caption).correct)
         if bar is not None:
             bar.update(1)
     result = {"accuracy": {f: _mean(v) for f, v in per.items()}}
