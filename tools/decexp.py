@@ -8,12 +8,10 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
+from scenes import judge_per_form
 
 import pintor
-from pintor.data.shapes import make_sample, sample_spec
-from pintor.eval.detector import judge
 
 WEIGHTS = Path(pintor.__file__).parent / "weights/pintor-shapes"
 CACHE = Path("runs/v2cache.safetensors")
@@ -38,20 +36,14 @@ def oracle(unet, enc, proc, movq, sched, n=24, steps=20, seed=4242):
     pipe.set_progress_bar_config(disable=True)
     with torch.no_grad():
         zero = enc(torch.zeros(1, 3, enc.config.image_size, enc.config.image_size)).image_embeds
-    res = {}
-    for k, form in enumerate(("single", "count", "pair", "relation")):
-        ok = []
-        for i in range(n):
-            rng = np.random.default_rng([seed, i, k])
-            s = make_sample(sample_spec(rng, form=form), rng)
-            with torch.no_grad():
-                emb = enc(**proc(s.image, return_tensors="pt")).image_embeds
-            out = pipe(image_embeds=emb, negative_image_embeds=zero, num_inference_steps=steps, guidance_scale=1.0,
-                       height=128, width=128, generator=torch.Generator().manual_seed(i)).images[0]
-            ok.append(judge(out, s.caption).correct)
-        res[form] = float(np.mean(ok))
-    res["all"] = float(np.mean(list(res.values())))
-    return res
+
+    def paint(s, i):
+        with torch.no_grad():
+            emb = enc(**proc(s.image, return_tensors="pt")).image_embeds
+        return pipe(image_embeds=emb, negative_image_embeds=zero, num_inference_steps=steps, guidance_scale=1.0,
+                    height=128, width=128, generator=torch.Generator().manual_seed(i)).images[0]
+
+    return judge_per_form(paint, n, seed, allow_held_out=False)
 
 
 if __name__ == "__main__":

@@ -6,26 +6,15 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
+from scenes import judge_per_form
 
-from pintor.data.shapes import make_sample, sample_spec
-from pintor.eval.detector import judge
 from pintor.eval.evaluate import movq_round_trip
 
 
 def round_trip(movq, n=40, seed=777):
     movq = movq.float().eval()
-    res = {}
-    for k, form in enumerate(("single", "count", "pair", "relation")):
-        ok = []
-        for i in range(n):
-            rng = np.random.default_rng([seed, i, k])
-            s = make_sample(sample_spec(rng, form=form, allow_held_out=True), rng)
-            ok.append(judge(movq_round_trip(movq, s.image), s.caption).correct)
-        res[form] = float(np.mean(ok))
-    res["all"] = float(np.mean(list(res.values())))
-    return res
+    return judge_per_form(lambda s, i: movq_round_trip(movq, s.image), n, seed, allow_held_out=True)
 
 
 if __name__ == "__main__":
