@@ -78,15 +78,15 @@ class ShapesPlan:
         return FIXED_SECONDS + sum(getattr(self, f"{s}_steps") * SECONDS_PER_STEP[s] for s in STAGES)
 
 
-# The plan of the shipped weights from v3 on, sized to train from scratch in one sitting of about 2 h 15 min on the
-# 2-core CPU (over the 90-minute budget because accuracy comes first): CLIP twice as long as the 90-minute plan's
-# (2040 steps: held-out pairs and colour binding retrieve better), a longer MoVQ (its round trip is the ceiling of
-# every decoder: 2020 steps reconstructed 0.84 of the scenes the detector can read, 3000 steps 0.90), a prior
-# with the layout loss, one decoder cycle of 9000 steps, then the inpaint and ControlNet decoders. Later versions
-# go on from the shipped weights (`pintor train decoder --model pintor-shapes ...`, a further cosine cycle), as
-# v2's refine stage did.
+# The plan of the shipped weights from v3 on, sized to train from scratch in one sitting on the 2-core CPU (v3: 106
+# min on the idle CPU; over the 90-minute budget because accuracy comes first): CLIP twice as long as the 90-minute
+# plan's (2040 steps: held-out pairs and colour binding retrieve better), a longer MoVQ (its round trip is the
+# ceiling of every decoder: 2020 steps reconstructed 0.84 of the scenes the detector can read, 3000 steps 0.90), a
+# prior with the layout loss, one decoder cycle of 7500 steps, then the inpaint and ControlNet decoders. Later
+# versions go on from the shipped weights (`pintor train decoder --model pintor-shapes ...`, a further cosine
+# cycle), as v2's refine stage did.
 SHIPPED_PLAN = ShapesPlan(clip_steps=2040, movq_steps=3000, prior_steps=1560, prior_layout_weight=PRIOR_LAYOUT_WEIGHT,
-                          decoder_steps=9000, refine_steps=0, inpaint_steps=1600, controlnet_steps=1200)
+                          decoder_steps=7500, refine_steps=0, inpaint_steps=1600, controlnet_steps=1200)
 
 
 def parse_plan(text: str | None, budget_minutes: float = 90.0) -> ShapesPlan:
