@@ -362,6 +362,16 @@ def test_cli_finetunes_a_pretrained_folder(tiny_model, shapes_folder, tmp_path):
     unet = UNet2DConditionModel.from_pretrained(out / "model" / "controlnet-depth" / "unet")
     assert unet.config.addition_embed_type == "image_hint"
 
+    # --from-decoder starts over from the decoder instead of continuing the model's ControlNet UNet: with a
+    # vanishing learning rate the new one keeps the decoder's weights, not the trained ControlNet's.
+    decoder = UNet2DConditionModel.from_pretrained(out / "model" / "decoder" / "unet")
+    again = tmp_path / "controlnet-again"
+    assert run(_parse(["train", "controlnet", "--out", str(again), "--model", str(out / "model"), "--from-decoder",
+                       *common[:-4], "--steps", "1", "--batch-size", "2", "--lr", "1e-12"])) == 0
+    restarted = UNet2DConditionModel.from_pretrained(again / "model" / "controlnet-depth" / "unet")
+    assert not torch.allclose(unet.conv_out.weight, decoder.conv_out.weight, atol=1e-5)
+    assert torch.allclose(restarted.conv_out.weight, decoder.conv_out.weight, atol=1e-6)
+
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "decoder", "--steps", "0"], "--steps must be positive, got 0"),

@@ -3,6 +3,7 @@
     pintor train shapes --out runs/pintor-shapes [--resume]        # the whole embedded model from scratch
     pintor train clip|movq --out DIR [--model REF] [--data DIR]     # one stage; fresh SHAPES sizes without --model
     pintor train prior|decoder|inpaint|controlnet --out DIR --model REF [--data DIR]   # fine-tune
+    pintor train inpaint|controlnet --from-decoder ...   # start over from the model's decoder
 
 Every target writes a complete model folder to `OUT/model` (the starting model with the trained part
 replaced), plus `OUT/checkpoints/`, `OUT/loss.csv` and `OUT/loss.png`.
@@ -56,6 +57,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         t.add_argument("--resolution", type=int, default=128, help="training image size for --data (default 128)")
         t.add_argument("--pool-size", type=int, default=10000,
                        help="shapes-world images to render when --data is not given (default 10000)")
+        if target in ("inpaint", "controlnet"):
+            t.add_argument("--from-decoder", action="store_true",
+                           help=f"start a new {target} decoder from the model's decoder, even when the model "
+                                f"already has one (default: continue the existing one)")
     return p
 
 
@@ -164,10 +169,12 @@ def _run(args) -> int:
     else:
         if kind == "text2img":
             unet = c.unet
-        elif kind == "inpaint":
-            unet = c.inpaint_unet if c.inpaint_unet is not None else inpaint_unet_from(c.unet, seed=args.seed)
         else:
-            unet = c.controlnet_unet if c.controlnet_unet is not None else controlnet_unet_from(c.unet, seed=args.seed)
+            # Continue the model's own inpaint / ControlNet UNet unless asked to start over from its decoder
+            # (after a better decoder has been trained, say).
+            existing = c.inpaint_unet if kind == "inpaint" else c.controlnet_unet
+            start_from = inpaint_unet_from if kind == "inpaint" else controlnet_unet_from
+            unet = existing if existing is not None and not args.from_decoder else start_from(c.unet, seed=args.seed)
         r = train_decoder(unet, c.movq, c.image_encoder, c.image_processor, c.scheduler, pool, cfg, out)
         setattr(c, {"text2img": "unet", "inpaint": "inpaint_unet", "controlnet": "controlnet_unet"}[kind], r.model.cpu())
     meta = c.extra.pop("_meta", {})
