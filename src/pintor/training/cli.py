@@ -60,7 +60,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         if target in ("inpaint", "controlnet"):
             t.add_argument("--from-decoder", action="store_true",
                            help=f"start a new {target} decoder from the model's decoder, even when the model "
-                                f"already has one (default: continue the existing one)")
+                                "already has one (default: continue the existing one)")
     return p
 
 
