@@ -28,6 +28,10 @@ class DecoderConfig(TrainConfig):
         snr_gamma (`float`, *optional*): min-SNR-gamma loss weighting (Hang et al. 2023); `None` for
             plain MSE.
         p_object_mask, p_full_mask (`float`): inpainting mask mix (see `random_repaint_masks`).
+        p_moved_embeds (`float`): inpainting only: how often the image embedding is that of the image turned
+            half a turn (every object elsewhere), so the decoder takes positions from the mask and the kept
+            pixels, and only what to paint from the embedding; at inference the prior's embedding of the
+            prompt places objects anywhere.
     """
 
     kind: str = "text2img"
@@ -40,6 +44,7 @@ class DecoderConfig(TrainConfig):
     snr_gamma: float | None = 5.0
     p_object_mask: float = 0.5
     p_full_mask: float = 0.1
+    p_moved_embeds: float = 0.5
 
 
 def check_unet_kind(unet, kind: str, latent_channels: int) -> None:
@@ -94,6 +99,10 @@ def train_decoder(unet, movq, image_encoder, image_processor, noise_scheduler, p
                                         image_processor, device=device, progress=cfg.progress)
     if len(latents) != len(pool) or len(image_embeds) != len(pool):
         raise ValueError(f"got {len(latents)} latents and {len(image_embeds)} embeddings for {len(pool)} images")
+    moved_embeds = None
+    if cfg.kind == "inpaint" and cfg.p_moved_embeds > 0:
+        turned = clip_resize(pool, image_processor, progress=cfg.progress).flip(-2, -1)
+        moved_embeds = image_embeddings(image_encoder, turned, image_processor, device=device, progress=cfg.progress)
     negative = zero_image_embedding(frozen(image_encoder, device), device=device)
     unet = unet.to(device)
     alphas = noise_scheduler.alphas_cumprod.float()
@@ -111,7 +120,10 @@ def train_decoder(unet, movq, image_encoder, image_processor, noise_scheduler, p
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(n_t, (b,), generator=gen)
         drop = torch.rand(b, generator=gen) < cfg.drop_image_embeds
-        emb = torch.where(drop[:, None], negative, image_embeds[idx])
+        emb = image_embeds[idx]
+        if moved_embeds is not None:
+            emb = torch.where((torch.rand(b, generator=gen) < cfg.p_moved_embeds)[:, None], moved_embeds[idx], emb)
+        emb = torch.where(drop[:, None], negative, emb)
         a = alphas[t][:, None, None, None]
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         cond = {"image_embeds": emb.to(device)}
