@@ -94,15 +94,17 @@ def train_decoder(unet, movq, image_encoder, image_processor, noise_scheduler, p
                          "'depth_file' (or 'conditioning_image') column")
     if latents is None:
         latents = encode_latents(frozen(movq, device), pool, device=device, progress=cfg.progress)
+    moved = cfg.kind == "inpaint" and cfg.p_moved_embeds > 0
+    # The CLIP-sized pixels serve both embeddings; resize the pool once.
+    pixels = clip_resize(pool, image_processor, progress=cfg.progress) if image_embeds is None or moved else None
     if image_embeds is None:
-        image_embeds = image_embeddings(image_encoder, clip_resize(pool, image_processor, progress=cfg.progress),
-                                        image_processor, device=device, progress=cfg.progress)
+        image_embeds = image_embeddings(image_encoder, pixels, image_processor, device=device, progress=cfg.progress)
     if len(latents) != len(pool) or len(image_embeds) != len(pool):
         raise ValueError(f"got {len(latents)} latents and {len(image_embeds)} embeddings for {len(pool)} images")
     moved_embeds = None
-    if cfg.kind == "inpaint" and cfg.p_moved_embeds > 0:
-        turned = clip_resize(pool, image_processor, progress=cfg.progress).flip(-2, -1)
-        moved_embeds = image_embeddings(image_encoder, turned, image_processor, device=device, progress=cfg.progress)
+    if moved:
+        moved_embeds = image_embeddings(image_encoder, pixels.flip(-2, -1), image_processor, device=device,
+                                        progress=cfg.progress)
     negative = zero_image_embedding(frozen(image_encoder, device), device=device)
     unet = unet.to(device)
     alphas = noise_scheduler.alphas_cumprod.float()
