@@ -373,8 +373,22 @@ def test_cli_finetunes_a_pretrained_folder(tiny_model, shapes_folder, tmp_path):
     assert torch.allclose(restarted.conv_out.weight, decoder.conv_out.weight, atol=1e-6)
 
 
+def test_snr_weights_give_clean_latent_errors_clamped_snr_weight():
+    from pintor.training.decoder import snr_weights
+
+    snr = torch.tensor([0.01, 2.0, 100.0])
+    # Weight of the clean-latent error = loss weight * the factor the loss already carries (snr + 1 for v).
+    min_snr = snr_weights(snr, 5.0, v_pred=True) * (snr + 1)
+    assert torch.allclose(min_snr, torch.tensor([0.01, 2.0, 5.0]))
+    truncated = snr_weights(snr, 5.0, 1.0, v_pred=True) * (snr + 1)
+    assert torch.allclose(truncated, torch.tensor([1.0, 2.0, 5.0]))
+    assert torch.allclose(snr_weights(snr, 5.0, 1.0, v_pred=False) * snr, torch.tensor([1.0, 2.0, 5.0]))
+
+
 @pytest.mark.parametrize("argv, message", [
     (["train", "decoder", "--steps", "0"], "--steps must be positive, got 0"),
+    (["train", "decoder", "--snr-gamma", "-1"], "--snr-gamma must be 0 (plain loss) or positive, got -1.0"),
+    (["train", "inpaint", "--snr-floor", "0"], "--snr-floor must be positive, got 0.0"),
     (["train", "decoder", "--data", "/no/such/folder"], "does not exist"),
     (["train", "decoder", "--device", "tpu"], "unknown device 'tpu'"),
     (["train", "prior", "--model", "/no/such/model"], "neither a folder nor a registry name"),

@@ -57,6 +57,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         t.add_argument("--resolution", type=int, default=128, help="training image size for --data (default 128)")
         t.add_argument("--pool-size", type=int, default=10000,
                        help="shapes-world images to render when --data is not given (default 10000)")
+        if target in ("decoder", "inpaint", "controlnet"):
+            t.add_argument("--snr-gamma", type=float, metavar="G",
+                           help="min-SNR-gamma loss weighting (default 5); 0 trains the plain loss, which weighs "
+                                "the noisiest steps, where the layout is decided, far more")
+            t.add_argument("--snr-floor", type=float, metavar="F",
+                           help="least weight of a step under min-SNR (e.g. 1: truncated SNR); default none")
         if target in ("inpaint", "controlnet"):
             t.add_argument("--from-decoder", action="store_true",
                            help=f"start a new {target} decoder from the model's decoder, even when the model "
@@ -151,7 +157,14 @@ def _run(args) -> int:
     kind = {"decoder": "text2img", "inpaint": "inpaint", "controlnet": "controlnet"}.get(args.target)
     # Check every setting before the slow work (loading the model, rendering data).
     if kind is not None:
-        cfg = _config(args, DecoderConfig, kind=kind)
+        extra = {}
+        if args.snr_gamma is not None:
+            if args.snr_gamma < 0:
+                raise ValueError(f"--snr-gamma must be 0 (plain loss) or positive, got {args.snr_gamma}")
+            extra["snr_gamma"] = args.snr_gamma or None
+        if args.snr_floor is not None:
+            extra["snr_floor"] = _positive("snr-floor", args.snr_floor)
+        cfg = _config(args, DecoderConfig, kind=kind, **extra)
     else:
         cfg = _config(args, {"clip": ClipConfig, "movq": MovqConfig, "prior": PriorConfig}[args.target])
     _positive("pool-size", args.pool_size)

@@ -27,6 +27,10 @@ class DecoderConfig(TrainConfig):
             (the zero-image embedding, see `zero_image_embedding`) for classifier-free guidance.
         snr_gamma (`float`, *optional*): min-SNR-gamma loss weighting (Hang et al. 2023); `None` for
             plain MSE.
+        snr_floor (`float`, *optional*): with `snr_gamma`, the least weight a step's error in the predicted
+            clean latents gets, `clamp(snr, snr_floor, snr_gamma)` (1 is the "truncated SNR" weighting of
+            Salimans & Ho 2022). Min-SNR alone weighs the noisiest steps by their SNR, near 0, and those are
+            where the layout (where objects go, how many) is decided; `None` keeps min-SNR as it is.
         p_object_mask, p_full_mask (`float`): inpainting mask mix (see `random_repaint_masks`).
         p_moved_embeds (`float`): inpainting only: how often the image embedding is that of the image turned
             half a turn (every object elsewhere), so the decoder takes positions from the mask and the kept
@@ -42,9 +46,19 @@ class DecoderConfig(TrainConfig):
     warmup_steps: int = 200
     drop_image_embeds: float = 0.1
     snr_gamma: float | None = 5.0
+    snr_floor: float | None = None
     p_object_mask: float = 0.5
     p_full_mask: float = 0.1
     p_moved_embeds: float = 0.5
+
+
+def snr_weights(snr: torch.Tensor, gamma: float, floor: float | None = None, *, v_pred: bool) -> torch.Tensor:
+    """Per-sample loss weights that give the error in the predicted clean latents the weight
+    `clamp(snr, floor, gamma)` (min-SNR-gamma; with `floor`, truncated below too).
+
+    The epsilon loss already weighs that error by `snr`, the v loss by `snr + 1`; these weights replace that.
+    """
+    return torch.clamp(snr, min=floor, max=gamma) / (snr + 1 if v_pred else snr)
 
 
 def check_unet_kind(unet, kind: str, latent_channels: int) -> None:
@@ -140,9 +154,7 @@ def train_decoder(unet, movq, image_encoder, image_processor, noise_scheduler, p
         target = (a.sqrt() * noise - (1 - a).sqrt() * x0) if v_pred else noise
         err = F.mse_loss(pred, target.to(device), reduction="none").mean(dim=(1, 2, 3))
         if cfg.snr_gamma:
-            # min-SNR weights for the epsilon loss; the v loss already carries a factor snr + 1.
-            snr = (a / (1 - a)).flatten().to(device)
-            err = err * torch.clamp(snr, max=cfg.snr_gamma) / (snr + 1 if v_pred else snr)
+            err = err * snr_weights((a / (1 - a)).flatten().to(device), cfg.snr_gamma, cfg.snr_floor, v_pred=v_pred)
         mse = F.mse_loss(pred.detach(), target.to(device))
         return {"loss": err.mean(), "mse": mse}
 
