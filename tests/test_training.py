@@ -388,7 +388,8 @@ def test_snr_weights_give_clean_latent_errors_clamped_snr_weight():
 @pytest.mark.parametrize("argv, message", [
     (["train", "decoder", "--steps", "0"], "--steps must be positive, got 0"),
     (["train", "decoder", "--snr-gamma", "-1"], "--snr-gamma must be 0 (plain loss) or positive, got -1.0"),
-    (["train", "inpaint", "--snr-floor", "0"], "--snr-floor must be positive, got 0.0"),
+    (["train", "inpaint", "--snr-floor", "0"], "--snr-floor must be positive and at most the min-SNR gamma (5.0), got 0.0"),
+    (["train", "decoder", "--snr-gamma", "0", "--snr-floor", "1"], "at most the min-SNR gamma (None), got 1.0"),
     (["train", "decoder", "--data", "/no/such/folder"], "does not exist"),
     (["train", "decoder", "--device", "tpu"], "unknown device 'tpu'"),
     (["train", "prior", "--model", "/no/such/model"], "neither a folder nor a registry name"),

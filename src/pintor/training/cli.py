@@ -163,7 +163,11 @@ def _run(args) -> int:
                 raise ValueError(f"--snr-gamma must be 0 (plain loss) or positive, got {args.snr_gamma}")
             extra["snr_gamma"] = args.snr_gamma or None
         if args.snr_floor is not None:
-            extra["snr_floor"] = _positive("snr-floor", args.snr_floor)
+            gamma = extra.get("snr_gamma", DecoderConfig.snr_gamma)
+            if gamma is None or not 0 < args.snr_floor <= gamma:
+                raise ValueError(f"--snr-floor must be positive and at most the min-SNR gamma ({gamma}), "
+                                 f"got {args.snr_floor}")
+            extra["snr_floor"] = args.snr_floor
         cfg = _config(args, DecoderConfig, kind=kind, **extra)
     else:
         cfg = _config(args, {"clip": ClipConfig, "movq": MovqConfig, "prior": PriorConfig}[args.target])
