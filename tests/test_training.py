@@ -373,6 +373,37 @@ def test_cli_finetunes_a_pretrained_folder(tiny_model, shapes_folder, tmp_path):
     assert torch.allclose(restarted.conv_out.weight, decoder.conv_out.weight, atol=1e-6)
 
 
+def test_relation_weight_draws_relation_captions_more_often(tmp_path):
+    from pintor.training import PriorConfig, build_shapes_pool, train_prior
+    from pintor.training.prior import caption_weights
+
+    caps = ["a red circle to the left of a blue square", "two green stars", "a red circle above a blue square",
+            "a yellow star below a red circle on a black background", "a blue square and a red star"]
+    assert caption_weights(caps, 3.0).tolist() == [3.0, 1.0, 3.0, 3.0, 1.0]
+    with pytest.raises(ValueError, match="relation_weight must be a positive number, got 0"):
+        PriorConfig(relation_weight=0).validate()
+
+    # The weighting reaches the training batches: with a large weight nearly every caption drawn is a relation.
+    c = build_kandinsky22(TINY, seed=0)
+    shapes = build_shapes_pool(64, seed=0, progress=False)
+    is_rel = caption_weights(shapes.captions, 2.0) > 1
+    assert 0 < int(is_rel.sum()) < len(shapes) // 2
+    drawn = []
+    original_forward = c.text_encoder.forward
+
+    def spy(input_ids, *a, **k):  # records the captions of each batch the text tower reads (frozen copies it too)
+        drawn.extend(c.tokenizer.batch_decode(input_ids, skip_special_tokens=True))
+        return original_forward(input_ids, *a, **k)
+
+    c.text_encoder.forward = spy
+    cfg = _fast(PriorConfig, steps=4, batch_size=32, relation_weight=1000.0, drop_caption=0.0)
+    train_prior(c.prior, c.text_encoder, c.image_encoder, c.tokenizer, c.image_processor, c.prior_scheduler,
+                shapes, cfg, tmp_path / "prior")
+    texts = [t for t in drawn if t]
+    relation_words = ("left", "right", "above", "below")
+    assert len(texts) >= 4 * 32 and sum(any(w in t for w in relation_words) for t in texts) > 0.9 * len(texts)
+
+
 def test_snr_weights_give_clean_latent_errors_clamped_snr_weight():
     from pintor.training.decoder import snr_weights
 
@@ -390,6 +421,8 @@ def test_snr_weights_give_clean_latent_errors_clamped_snr_weight():
     (["train", "decoder", "--snr-gamma", "-1"], "--snr-gamma must be 0 (plain loss) or positive, got -1.0"),
     (["train", "inpaint", "--snr-floor", "0"], "--snr-floor must be positive and at most the min-SNR gamma (5.0), got 0.0"),
     (["train", "decoder", "--snr-gamma", "0", "--snr-floor", "1"], "at most the min-SNR gamma (None), got 1.0"),
+    (["train", "prior", "--layout-weight", "-1"], "--layout-weight must be 0 or positive, got -1.0"),
+    (["train", "prior", "--relation-weight", "0"], "--relation-weight must be positive, got 0.0"),
     (["train", "decoder", "--data", "/no/such/folder"], "does not exist"),
     (["train", "decoder", "--device", "tpu"], "unknown device 'tpu'"),
     (["train", "prior", "--model", "/no/such/model"], "neither a folder nor a registry name"),

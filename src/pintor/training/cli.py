@@ -63,6 +63,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                                 "the noisiest steps, where the layout is decided, far more")
             t.add_argument("--snr-floor", type=float, metavar="F",
                            help="least weight of a step under min-SNR (e.g. 1: truncated SNR); default none")
+        if target == "prior":
+            t.add_argument("--layout-weight", type=float, metavar="W",
+                           help="weight of the layout loss (shapes world: asks the prior to place objects where "
+                                "the caption says); default 0, the plain diffusers objective")
+            t.add_argument("--relation-weight", type=float, metavar="R",
+                           help="draw captions with a relation ('to the left of', ...) R times as often as the "
+                                "others (default 1)")
         if target in ("inpaint", "controlnet"):
             t.add_argument("--from-decoder", action="store_true",
                            help=f"start a new {target} decoder from the model's decoder, even when the model "
@@ -169,8 +176,17 @@ def _run(args) -> int:
                                  f"got {args.snr_floor}")
             extra["snr_floor"] = args.snr_floor
         cfg = _config(args, DecoderConfig, kind=kind, **extra)
+    elif args.target == "prior":
+        extra = {}
+        if args.layout_weight is not None:
+            if not args.layout_weight >= 0:
+                raise ValueError(f"--layout-weight must be 0 or positive, got {args.layout_weight}")
+            extra["layout_weight"] = args.layout_weight
+        if args.relation_weight is not None:
+            extra["relation_weight"] = _positive("relation-weight", args.relation_weight)
+        cfg = _config(args, PriorConfig, **extra)
     else:
-        cfg = _config(args, {"clip": ClipConfig, "movq": MovqConfig, "prior": PriorConfig}[args.target])
+        cfg = _config(args, {"clip": ClipConfig, "movq": MovqConfig}[args.target])
     _positive("pool-size", args.pool_size)
     c = _start_model(args)
     pool = _pool(args)
