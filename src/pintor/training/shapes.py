@@ -46,8 +46,9 @@ PRIOR_LAYOUT_WEIGHT = 1.0
 # on a tuning prompt set (not eval's): decoder guidance above 3 lowered accuracy (7: 0.14 overall against
 # 0.36 at 1), and so did prior guidance 8; at 1 the decoder skips its unconditional pass, half the work.
 # Re-checked for v2 (refined decoder): 50 steps, guidance 2, prior guidance 1 or 4, 25 prior steps all lower.
-# A fresh 90-minute model keeps these; the shipped v5 (three decoder cycles) reads its own pintor.json, where
-# decoder guidance 1.75 took the tuning set from 0.64 to 0.81 (guidance 1.5-2 all 0.79-0.81, 3 gave 0.70).
+# A fresh 90-minute model keeps these; the shipped weights read their own pintor.json: for v5 (three decoder
+# cycles) decoder guidance 1.75 took the tuning set from 0.64 to 0.81 (1.5-2 all 0.79-0.81, 3 gave 0.70), and
+# v6 (a position-reading decoder) samples its prior at guidance 1.25 (README).
 DEFAULTS = {"steps": 20, "prior_steps": 10, "guidance_scale": 1.0, "prior_guidance_scale": 2.0, "width": 128,
             "height": 128, "scheduler": "ddpm"}
 
