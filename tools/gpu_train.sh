@@ -15,13 +15,7 @@ set -uo pipefail
 PART=${1:-probe}
 OUT=${OUT:-runs/gpu}
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-if ! python3 -c "import diffusers" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    || { echo "install the wheels first (see the header of bench/gpu_run.sh)"; exit 1; }
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+source bench/gpu_env.sh
 DEVICE=${DEVICE:-cuda}
 MODEL=${MODEL:-src/pintor/weights/pintor-shapes}
 WORK=${WORK:-/tmp/pintor-gpu}
