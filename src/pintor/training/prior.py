@@ -33,7 +33,7 @@ class PriorConfig(TrainConfig):
         layout_probe_steps (`int`): training steps of that probe.
         relation_weight (`float`): captions that place one object relative to another (see
             `caption_weights`) are drawn this many times as often as the others; 1 draws uniformly. The
-            layout loss learns where objects go mostly from those captions, a fifth of the shapes world.
+            layout loss learns where objects go mostly from those captions, about a quarter of the shapes world.
     """
 
     steps: int = 3000
