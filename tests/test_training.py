@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -414,6 +415,15 @@ def test_snr_weights_give_clean_latent_errors_clamped_snr_weight():
     truncated = snr_weights(snr, 5.0, 1.0, v_pred=True) * (snr + 1)
     assert torch.allclose(truncated, torch.tensor([1.0, 2.0, 5.0]))
     assert torch.allclose(snr_weights(snr, 5.0, 1.0, v_pred=False) * snr, torch.tensor([1.0, 2.0, 5.0]))
+
+    # The library checks the settings as the CLI does: a floor above gamma, or without min-SNR, is refused.
+    from pintor.training import DecoderConfig
+
+    for bad, message in (({"snr_floor": 6.0}, "snr_floor must be positive and at most snr_gamma (5.0), got 6.0"),
+                         ({"snr_gamma": None, "snr_floor": 1.0}, "at most snr_gamma (None), got 1.0"),
+                         ({"snr_gamma": 0.0}, "snr_gamma must be positive or None (plain loss), got 0.0")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            DecoderConfig(**bad).validate()
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -51,6 +51,15 @@ class DecoderConfig(TrainConfig):
     p_full_mask: float = 0.1
     p_moved_embeds: float = 0.5
 
+    def validate(self) -> None:
+        super().validate()
+        # clamp(snr, floor, gamma) with floor > gamma would weigh every step by gamma: plain loss, silently.
+        if self.snr_gamma is not None and not self.snr_gamma > 0:
+            raise ValueError(f"snr_gamma must be positive or None (plain loss), got {self.snr_gamma!r}")
+        if self.snr_floor is not None and (self.snr_gamma is None or not 0 < self.snr_floor <= self.snr_gamma):
+            raise ValueError(f"snr_floor must be positive and at most snr_gamma ({self.snr_gamma}), "
+                             f"got {self.snr_floor!r}")
+
 
 def snr_weights(snr: torch.Tensor, gamma: float, floor: float | None = None, *, v_pred: bool) -> torch.Tensor:
     """Per-sample loss weights that give the error in the predicted clean latents the weight
