@@ -25,9 +25,11 @@ def test_default_prompts_cover_every_category():
 
 @pytest.mark.slow
 def test_eval_cli_writes_report_and_sheet(tiny_k22, tmp_path):
-    r = run_cli("eval", "--model", tiny_k22, "--n", 1, "--out", "ev", "-q", cwd=tmp_path)
+    r = run_cli("eval", "--model", tiny_k22, "--n", 1, "--out", "ev", "-q", "--guidance-scale", 3,
+                "--prior-guidance-scale", 2, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     report = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert report["config"]["settings"] == {"guidance_scale": 3.0, "prior_guidance_scale": 2.0}
     assert set(report["prompts"]["accuracy"]) == set(CATEGORIES) | {"overall"}
     assert all(0 <= v <= 1 for v in report["prompts"]["accuracy"].values())
     assert set(report["mixing"]) == {"image", "text"} and "correct_and_placed" in report["control"]
@@ -44,6 +46,12 @@ def test_eval_bad_prompts_file(tmp_path):
     (tmp_path / "p.txt").write_text("a red circle\na purple zebra\n")
     r = run_cli("eval", "--prompts", "p.txt", cwd=tmp_path)
     assert r.returncode == 2 and "p.txt:2: not a shapes-world caption" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_eval_bad_guidance(tmp_path):
+    r = run_cli("eval", "--prior-guidance-scale", -1, cwd=tmp_path)
+    assert r.returncode == 2 and "prior_guidance_scale must be a number from 0 to 100, got -1.0" in r.stderr
     assert "Traceback" not in r.stderr
 
 

@@ -374,6 +374,17 @@ def test_cli_finetunes_a_pretrained_folder(tiny_model, shapes_folder, tmp_path):
     assert torch.allclose(restarted.conv_out.weight, decoder.conv_out.weight, atol=1e-6)
 
 
+def test_finetune_of_the_embedded_model_keeps_its_defaults():
+    # A fine-tune started from a registry name must sample with the settings its base was tuned for, as one
+    # started from the same model's folder does: `train` saves the loaded `_meta` into the new pintor.json.
+    from pintor import registry
+    from pintor.training.components import load_components
+
+    shipped = json.loads((registry.embedded_path() / "pintor.json").read_text())
+    meta = load_components("pintor-shapes", need=("prior",)).extra["_meta"]
+    assert meta["defaults"] == shipped["defaults"] and meta["defaults"]["prior_guidance_scale"] > 0
+
+
 def test_relation_weight_draws_relation_captions_more_often(tmp_path):
     from pintor.training import PriorConfig, build_shapes_pool, train_prior
     from pintor.training.prior import caption_weights

@@ -118,11 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="seed of prompts and generations")
     p.add_argument("--out", default="eval-results", help="folder for eval.json and contact-sheet.png")
     p.add_argument("--no-modes", action="store_true", help="only text prompts: skip mixing, control, inpainting")
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--prior-steps", type=int, default=None)
-    p.add_argument("--scheduler", default=None)
-    p.add_argument("--device", default=None)
-    p.add_argument("--quiet", "-q", action="store_true")
+    p.add_argument("--steps", type=int, default=None, help="decoder steps (default: the model's)")
+    p.add_argument("--prior-steps", type=int, default=None, help="prior steps (default: the model's)")
+    p.add_argument("--guidance-scale", type=float, default=None, help="decoder guidance (default: the model's)")
+    p.add_argument("--prior-guidance-scale", type=float, default=None, help="prior guidance (default: the model's)")
+    p.add_argument("--scheduler", default=None, help="decoder scheduler (default: the model's)")
+    p.add_argument("--device", default=None, help="cpu, cuda... (default: the best available)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
     try:
         from pintor.training.cli import add_parser as add_train_parser
@@ -395,6 +397,9 @@ def _cmd_data(args) -> int:
     return 0
 
 
+_EVAL_SETTINGS = ("steps", "prior_steps", "guidance_scale", "prior_guidance_scale", "scheduler")
+
+
 def _cmd_eval(args) -> int:
     from pintor.eval.evaluate import EVAL_SEED, EvalConfig, run
     from pintor.painter import resolve_model
@@ -402,7 +407,7 @@ def _cmd_eval(args) -> int:
 
     if args.n < 1:
         raise PintorError(f"--n must be a positive integer, got {args.n}")
-    settings = {k: getattr(args, k) for k in ("steps", "prior_steps", "scheduler") if getattr(args, k) is not None}
+    settings = {k: getattr(args, k) for k in _EVAL_SETTINGS if getattr(args, k) is not None}
     GenerationRequest(prompt="x", **settings).validate()
     if args.prompts:
         from pintor.eval.evaluate import read_prompts

@@ -95,7 +95,10 @@ def load_components(ref: str | Path, *, need: tuple[str, ...] = ("prior", "decod
     for role, attr in (("inpaint", "inpaint_unet"), ("controlnet-depth", "controlnet_unet")):
         if role in roles and (roles[role] / "unet").is_dir():
             setattr(c, attr, UNet2DConditionModel.from_pretrained(roles[role], subfolder="unet", torch_dtype=f32))
-    meta = Path(ref) / "pintor.json" if Path(ref).is_dir() else None
+    # The model's pintor.json (defaults, training record) sits beside its role folders, for a folder and
+    # for the embedded model alike; a fine-tune keeps it, so it samples with the settings its base was tuned for.
+    roots = {p.parent for p in roles.values()}
+    meta = next(iter(roots)) / "pintor.json" if len(roots) == 1 else None
     if meta is not None and meta.is_file():
         c.extra["_meta"] = json.loads(meta.read_text())
     return c
