@@ -10,6 +10,7 @@ from PIL import Image
 from conftest import run_cli
 from pintor.data.shapes import HELD_OUT, parse_caption
 from pintor.eval.evaluate import CATEGORIES, category_of, default_prompts
+from pintor.eval.stats import compare_reports, mcnemar_p, wilson_interval
 
 
 def test_default_prompts_cover_every_category():
@@ -40,6 +41,16 @@ def test_eval_cli_writes_report_and_sheet(tiny_k22, tmp_path):
     sheet = Image.open(tmp_path / "ev" / "contact-sheet.png")
     assert sheet.width > 128 and sheet.height > 128
     assert "overall" in r.stdout and "MoVQ round trip" in r.stdout
+    lo, hi = report["prompts"]["interval95"]["overall"]
+    assert 0 <= lo <= report["prompts"]["accuracy"]["overall"] <= hi <= 1
+
+    # Same model, seed and settings: the same pixels, so a rerun against this report differs on no case.
+    r = run_cli("eval", "--model", tiny_k22, "--n", 1, "--out", "ev2", "-q", "--no-modes", "--guidance-scale", 3,
+                "--prior-guidance-scale", 2, "--baseline", "ev/eval.json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads((tmp_path / "ev2" / "eval.json").read_text())["comparison"]
+    assert rows["overall"]["n"] == 6 and all(v["better"] == v["worse"] == 0 for v in rows.values())
+    assert "against the baseline" in r.stdout
 
 
 def test_eval_bad_prompts_file(tmp_path):
@@ -61,3 +72,38 @@ def test_data_shapes_cli(tmp_path):
     lines = (tmp_path / "ds" / "metadata.jsonl").read_text().splitlines()
     assert len(lines) == 3 and all(json.loads(ln)["text"] for ln in lines)
     assert Image.open(tmp_path / "ds" / json.loads(lines[0])["file_name"]).size == (128, 128)
+
+
+def test_wilson_interval_and_mcnemar_known_values():
+    lo, hi = wilson_interval(0, 10)
+    assert lo == 0 and abs(hi - 0.2775) < 1e-3
+    lo, hi = wilson_interval(20, 24)
+    assert lo < 20 / 24 < hi and abs(lo - 0.6415) < 1e-3 and abs(hi - 0.9332) < 1e-3
+    assert mcnemar_p(0, 5) == 2 / 32 and mcnemar_p(3, 3) == 1.0 and mcnemar_p(0, 0) == 1.0
+    assert mcnemar_p(9, 1) == mcnemar_p(1, 9) < 0.05
+
+
+def test_compare_reports_counts_discordant_prompts():
+    def report(marks, control):
+        judged = [[cat, f"caption {i}", ok] for i, (cat, ok) in enumerate(marks)]
+        return {"prompts": {"judged": judged}, "control": {"judged": control}}
+
+    cats = ["pair"] * 4 + ["count"] * 2
+    new = report(zip(cats, [1, 1, 1, 0, 1, 1], strict=True), [True, False])
+    old = report(zip(cats, [0, 0, 1, 1, 1, 1], strict=True), [True, True])
+    rows = compare_reports(new, old)
+    assert rows["pair"] == {"this": 0.75, "baseline": 0.5, "better": 2, "worse": 1, "n": 4, "p": 1.0}
+    assert rows["count"]["better"] == rows["count"]["worse"] == 0
+    assert rows["overall"]["n"] == 6 and rows["control"]["worse"] == 1
+    other = report(zip(cats, [1] * 6, strict=True), [True, True])
+    other["prompts"]["judged"][0][1] = "another caption"
+    with pytest.raises(ValueError, match="different prompts"):
+        compare_reports(new, other)
+
+
+def test_eval_baseline_errors_before_any_run(tmp_path):
+    r = run_cli("eval", "--baseline", "missing.json", cwd=tmp_path)
+    assert r.returncode == 2 and "--baseline missing.json: no such file" in r.stderr
+    (tmp_path / "b.json").write_text(json.dumps({"prompts": {"judged": [["pair", "a red circle", True]]}}))
+    r = run_cli("eval", "--baseline", "b.json", "--n", 1, cwd=tmp_path)
+    assert r.returncode == 2 and "judged other prompts" in r.stderr and "Traceback" not in r.stderr

@@ -125,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", default=None, help="decoder scheduler (default: the model's)")
     p.add_argument("--device", default=None, help="cpu, cuda... (default: the best available)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.add_argument("--baseline", default=None, metavar="EVAL_JSON",
+                   help="an earlier eval.json over the same prompts: adds a paired comparison (McNemar)")
 
     try:
         from pintor.training.cli import add_parser as add_train_parser
@@ -409,29 +411,58 @@ def _cmd_eval(args) -> int:
         raise PintorError(f"--n must be a positive integer, got {args.n}")
     settings = {k: getattr(args, k) for k in _EVAL_SETTINGS if getattr(args, k) is not None}
     GenerationRequest(prompt="x", **settings).validate()
+    seed = EVAL_SEED if args.seed is None else args.seed
     if args.prompts:
         from pintor.eval.evaluate import read_prompts
 
-        read_prompts(args.prompts)
+        prompts = read_prompts(args.prompts)
+    else:
+        from pintor.eval.evaluate import default_prompts
+
+        prompts = default_prompts(args.n, seed)
+    baseline = _read_baseline(args.baseline) if args.baseline else None
+    if baseline is not None and [tuple(j[:2]) for j in baseline["prompts"]["judged"]] != prompts:
+        # Checked before generating anything, so a mismatch costs no run.
+        raise PintorError(f"--baseline {args.baseline} judged other prompts: expected a report made with the same "
+                          "--n, --seed and --prompts")
     resolve_model(args.model)
     out = Path(args.out)
     _check_writable(out)
     _quiet_libraries()
-    cfg = EvalConfig(n=args.n, seed=EVAL_SEED if args.seed is None else args.seed, prompts_file=args.prompts,
+    cfg = EvalConfig(n=args.n, seed=seed, prompts_file=args.prompts,
                      modes=not args.no_modes, settings=settings)
-    report = run(args.model, cfg, out, load_kwargs={"device": args.device}, progress=not args.quiet)
+    report = run(args.model, cfg, out, load_kwargs={"device": args.device}, progress=not args.quiet,
+                 baseline=baseline)
     print(format_report(report))
     print(out / "eval.json")
     print(out / "contact-sheet.png")
     return 0
 
 
+def _read_baseline(path: str) -> dict:
+    p = Path(path)
+    try:
+        report = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PintorError(f"--baseline {p}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PintorError(f"--baseline {p}: not a readable eval.json ({e})") from None
+    if not isinstance(report, dict) or "judged" not in (report.get("prompts") or {}):
+        raise PintorError(f"--baseline {p}: no per-prompt results (prompts.judged); expected an eval.json "
+                          "written by this version of pintor eval")
+    return report
+
+
 def format_report(report: dict) -> str:
     """A short human summary of an eval report."""
     lines = [f"model {report['model']}"]
     acc, counts = report["prompts"]["accuracy"], report["prompts"]["counts"]
+    ci = report["prompts"].get("interval95", {})
     for cat, v in acc.items():
-        lines.append(f"  {cat:<16} {v:.3f}" + (f"  (n={counts[cat]})" if cat in counts else ""))
+        line = f"  {cat:<16} {v:.3f}"
+        if cat in ci:
+            line += f"  [{ci[cat][0]:.2f}, {ci[cat][1]:.2f}]"
+        lines.append(line + (f"  (n={counts[cat]})" if cat in counts else ""))
     if "mixing" in report:
         for kind, m in report["mixing"].items():
             lines.append(f"  mix ({kind} item)  A at w=1 {m['a_at_w1']:.2f}, B at w=0 {m['b_at_w0']:.2f}, "
@@ -451,6 +482,11 @@ def format_report(report: dict) -> str:
         lines.append(line)
     s = report["speed"]
     lines.append(f"  load {s['load_seconds']:.2f} s, {s['seconds_per_image']:.2f} s per image")
+    if "comparison" in report:
+        lines.append("against the baseline (same prompts; better / worse: cases only one model got right)")
+        for name, r in report["comparison"].items():
+            lines.append(f"  {name:<16} {r['this']:.3f} vs {r['baseline']:.3f}  +{r['better']} -{r['worse']}"
+                         f"  p={r['p']:.3g}")
     return "\n".join(lines)
 
 

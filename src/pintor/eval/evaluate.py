@@ -32,6 +32,7 @@ from pintor.data.shapes import (
     sample_spec,
 )
 from pintor.eval.detector import judge
+from pintor.eval.stats import wilson_interval
 
 CATEGORIES = ("single_seen", "single_held_out", "count", "pair", "relation", "background")
 MIX_WEIGHTS = (1.0, 0.75, 0.5, 0.25, 0.0)
@@ -127,11 +128,12 @@ def _call(painter, mode, seed, settings, **kw):
 
 def evaluate_prompts(painter, prompts, cfg: EvalConfig, cases: list[Case], bar=None) -> dict:
     per: dict[str, list[bool]] = defaultdict(list)
-    failures = []
+    failures, judged = [], []
     for i, (cat, caption) in enumerate(prompts):
         img = _call(painter, "generate", cfg.seed + i, cfg.settings, prompt=caption)
         j = judge(img, caption)
         per[cat].append(j.correct)
+        judged.append([cat, caption, j.correct])
         cases.append(Case(img, caption, j.correct, cat))
         if not j.correct:
             failures.append({"category": cat, "caption": caption, "reason": j.reason})
@@ -139,7 +141,10 @@ def evaluate_prompts(painter, prompts, cfg: EvalConfig, cases: list[Case], bar=N
             bar.update(1)
     acc = {cat: _mean(v) for cat, v in per.items()}
     acc["overall"] = _mean([x for v in per.values() for x in v])
-    return {"accuracy": acc, "counts": {c: len(v) for c, v in per.items()}, "failures": failures}
+    per["overall"] = [x for v in per.values() for x in v]
+    intervals = {c: [round(x, 3) for x in wilson_interval(sum(v), len(v))] for c, v in per.items()}
+    return {"accuracy": acc, "interval95": intervals, "counts": {c: len(v) for c, v in per.items() if c != "overall"},
+            "failures": failures, "judged": judged}
 
 
 def _single_scene(rng, pair):
@@ -229,7 +234,8 @@ def evaluate_control(painter, cfg: EvalConfig, cases: list[Case], bar=None) -> d
         cases.append(Case(out, f"control: {caption}", j.correct and p, "control"))
         if bar is not None:
             bar.update(1)
-    return {"correct_and_placed": _mean(ok_all), "judged_correct": _mean(judged), "placed_within_8px": _mean(placed)}
+    return {"correct_and_placed": _mean(ok_all), "judged_correct": _mean(judged), "placed_within_8px": _mean(placed),
+            "interval95": [round(x, 3) for x in wilson_interval(sum(ok_all), len(ok_all))], "judged": ok_all}
 
 
 def evaluate_inpaint(painter, cfg: EvalConfig, cases: list[Case], bar=None) -> dict:
@@ -259,7 +265,8 @@ def evaluate_inpaint(painter, cfg: EvalConfig, cases: list[Case], bar=None) -> d
         cases.append(Case(out, f"inpaint: {new_caption}", ok and same, "inpaint"))
         if bar is not None:
             bar.update(1)
-    return {"new_object_correct": _mean(correct), "outside_unchanged": _mean(kept)}
+    return {"new_object_correct": _mean(correct), "outside_unchanged": _mean(kept),
+            "interval95": [round(x, 3) for x in wilson_interval(sum(correct), len(correct))], "judged": correct}
 
 
 FORMS = ("single", "count", "pair", "relation")
@@ -330,8 +337,12 @@ def measure_speed(model, load_kwargs, settings, repeats: int = 5) -> dict:
 
 
 def run(model=None, cfg: EvalConfig | None = None, out_dir: str | Path = "eval", *, load_kwargs=None,
-        progress: bool = True) -> dict:
-    """Runs the whole evaluation, writes `eval.json` and `contact-sheet.png` into `out_dir`, returns the report."""
+        progress: bool = True, baseline: dict | None = None) -> dict:
+    """Runs the whole evaluation, writes `eval.json` and `contact-sheet.png` into `out_dir`, returns the report.
+
+    With `baseline` (an earlier report over the same prompts) the report also holds `comparison`, the paired
+    test of `pintor.eval.stats.compare_reports`.
+    """
     from tqdm.auto import tqdm
 
     import pintor
@@ -359,6 +370,10 @@ def run(model=None, cfg: EvalConfig | None = None, out_dir: str | Path = "eval",
         if "variations" in modes:
             report["variations"] = evaluate_variations(painter, cfg, cases, bar)
     report["versions"] = _versions()
+    if baseline is not None:
+        from pintor.eval.stats import compare_reports
+
+        report["comparison"] = compare_reports(report, baseline)
     (out_dir / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
     contact_sheet(cases).save(out_dir / "contact-sheet.png")
     return report
