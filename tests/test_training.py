@@ -10,6 +10,7 @@ import csv
 import json
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -471,6 +472,23 @@ def test_plan_for_budget_fits_the_budget():
     assert plan.seconds() <= 90 * 60 and plan.decoder_steps > plan.inpaint_steps > 0
     with pytest.raises(ValueError, match="budget_minutes must exceed"):
         plan_for_budget(1)
+
+
+def test_sizes_argument_overrides_the_shapes_sizes_and_builds():
+    from pintor.architectures import SHAPES
+    from pintor.training.shapes import parse_sizes
+
+    assert parse_sizes(None) == SHAPES
+    wide = parse_sizes('{"embed_dim": 128, "text_hidden": 128, "unet_channels": [32, 64, 128]}')
+    assert wide.embed_dim == 128 and wide.unet_channels == (32, 64, 128) and wide.vision_hidden == SHAPES.vision_hidden
+    for bad, message in (('{"embed_dimm": 1}', "--sizes must be a JSON object"), ("[1]", "--sizes must be a JSON"),
+                         ('{"embed_dim": 128}', "text_hidden must equal embed_dim")):
+        with pytest.raises(ValueError, match=message):
+            parse_sizes(bad)
+    # A wider embedding reaches every component that reads it (TINY otherwise, to stay quick).
+    c = build_kandinsky22(replace(TINY, embed_dim=48, text_hidden=48), seed=0)
+    assert c.text_encoder.config.projection_dim == c.image_encoder.config.projection_dim == 48
+    assert c.prior.config.embedding_dim == 48 and c.unet.config.encoder_hid_dim == 48
 
 
 def test_plan_argument_names_the_shipped_plan_or_overrides():

@@ -45,6 +45,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             t.add_argument("--plan", metavar="JSON",
                            help="'shipped' for the shipped weights' plan, or a JSON object overriding plan fields, "
                                 "e.g. '{\"decoder_steps\": 11000}' (see ShapesPlan)")
+            t.add_argument("--sizes", metavar="JSON",
+                           help="a JSON object overriding the model sizes, e.g. '{\"embed_dim\": 128, "
+                                "\"text_hidden\": 128}' (see Kandinsky22Sizes; default: the shipped SHAPES)")
             continue
         t.add_argument("--data", metavar="DIR", help="imagefolder with metadata.jsonl (file_name, text); "
                                                      "default: the shapes world")
@@ -145,6 +148,7 @@ def _run(args) -> int:
         argv = ["--out", args.out, "--device", args.device, "--seed", str(args.seed),
                 "--budget-minutes", str(args.budget_minutes)]
         argv += ["--resume"] * args.resume + (["--plan", args.plan] if args.plan else [])
+        argv += ["--sizes", args.sizes] if args.sizes else []
         return shapes_main(argv)
 
     import torch

@@ -92,6 +92,33 @@ SHIPPED_PLAN = ShapesPlan(clip_steps=2040, movq_steps=3000, prior_steps=1560, pr
                           decoder_steps=7500, refine_steps=0, inpaint_steps=1600, controlnet_steps=1200)
 
 
+def parse_sizes(text: str | None) -> Kandinsky22Sizes:
+    """The model sizes a `--sizes` argument names: `SHAPES` with the JSON object's fields replaced.
+
+    For example `'{"embed_dim": 128, "text_hidden": 128}'` widens the CLIP embedding, which is all the
+    decoder sees of a caption; lists become tuples (`"unet_channels": [32, 64, 128]`).
+
+    Raises:
+        ValueError: `text` is not a JSON object of `Kandinsky22Sizes` fields, or the sizes do not fit together.
+    """
+    if not text:
+        return SHAPES
+    fields = list(asdict(SHAPES))
+    try:
+        overrides = json.loads(text)
+        if not isinstance(overrides, dict):
+            raise TypeError("not an object")
+        overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+        sizes = replace(SHAPES, **overrides)
+    except (json.JSONDecodeError, TypeError) as e:
+        raise ValueError(f"--sizes must be a JSON object of {fields}, got {text!r} ({e})") from None
+    if sizes.text_hidden != sizes.embed_dim:
+        # The prior projects the text tower's hidden states with a Linear(embed_dim, ...).
+        raise ValueError(f"--sizes: text_hidden must equal embed_dim (the prior reads text hidden states at the "
+                         f"embedding width), got text_hidden {sizes.text_hidden} and embed_dim {sizes.embed_dim}")
+    return sizes
+
+
 def parse_plan(text: str | None, budget_minutes: float = 90.0) -> ShapesPlan:
     """The plan a `--plan` argument names.
 

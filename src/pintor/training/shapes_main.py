@@ -102,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--plan", help="'shipped' (the shipped weights' plan) or a JSON object overriding plan "
                                   "fields, e.g. '{\"decoder_steps\": 9000}'")
+    p.add_argument("--sizes", help="a JSON object overriding fields of the SHAPES model sizes, e.g. "
+                                   "'{\"embed_dim\": 128, \"text_hidden\": 128}'")
     p.add_argument("--probe", action="store_true", help="time a few steps per stage and print a plan")
     p.add_argument("--probe-steps", type=int, default=8)
     p.add_argument("--no-progress", action="store_true")
@@ -114,11 +116,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if not args.out:
             raise ValueError("--out is required (the run folder), got nothing")
-        from pintor.training.shapes import parse_plan, train_shapes
+        from pintor.training.shapes import parse_plan, parse_sizes, train_shapes
 
         plan = parse_plan(args.plan, args.budget_minutes)
+        sizes = parse_sizes(args.sizes)
         path = train_shapes(args.out, device=args.device, seed=args.seed, resume=args.resume, plan=plan,
-                            progress=not args.no_progress)
+                            sizes=sizes, progress=not args.no_progress)
         print(path)
         return 0
     except ValueError as e:
