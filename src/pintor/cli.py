@@ -420,8 +420,10 @@ def _cmd_eval(args) -> int:
         from pintor.eval.evaluate import default_prompts
 
         prompts = default_prompts(args.n, seed)
+    from pintor.eval.stats import judged_prompts
+
     baseline = _read_baseline(args.baseline) if args.baseline else None
-    if baseline is not None and [tuple(j[:2]) for j in baseline["prompts"]["judged"]] != prompts:
+    if baseline is not None and judged_prompts(baseline) != prompts:
         # Checked before generating anything, so a mismatch costs no run.
         raise PintorError(f"--baseline {args.baseline} judged other prompts: expected a report made with the same "
                           "--n, --seed and --prompts")

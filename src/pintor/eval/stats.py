@@ -43,6 +43,11 @@ def _paired(this: list, base: list, what: str) -> dict:
             "better": better, "worse": worse, "n": n, "p": round(mcnemar_p(better, worse), 4)}
 
 
+def judged_prompts(report: dict) -> list[tuple[str, str]]:
+    """The `(category, caption)` prompts a report judged, in order (as `default_prompts` gives them)."""
+    return [(j[0], j[1]) for j in report["prompts"]["judged"]]
+
+
 def compare_reports(report: dict, baseline: dict) -> dict:
     """Paired comparison of two `pintor eval` reports over the same prompts.
 
@@ -59,7 +64,7 @@ def compare_reports(report: dict, baseline: dict) -> dict:
     except (KeyError, TypeError):
         raise ValueError("a report has no per-prompt results (prompts.judged); expected eval.json from this "
                          "version of pintor eval") from None
-    if [j[:2] for j in this_j] != [j[:2] for j in base_j]:
+    if judged_prompts(report) != judged_prompts(baseline):
         raise ValueError("the two reports judged different prompts; expected the same --n, --seed and --prompts")
     cats = list(dict.fromkeys(j[0] for j in this_j))
     for cat in cats:

@@ -103,15 +103,7 @@ def parse_sizes(text: str | None) -> Kandinsky22Sizes:
     """
     if not text:
         return SHAPES
-    fields = list(asdict(SHAPES))
-    try:
-        overrides = json.loads(text)
-        if not isinstance(overrides, dict):
-            raise TypeError("not an object")
-        overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
-        sizes = replace(SHAPES, **overrides)
-    except (json.JSONDecodeError, TypeError) as e:
-        raise ValueError(f"--sizes must be a JSON object of {fields}, got {text!r} ({e})") from None
+    sizes = _overridden(SHAPES, text, "--sizes must be a JSON object")
     if sizes.text_hidden != sizes.embed_dim:
         # The prior projects the text tower's hidden states with a Linear(embed_dim, ...).
         raise ValueError(f"--sizes: text_hidden must equal embed_dim (the prior reads text hidden states at the "
@@ -135,14 +127,19 @@ def parse_plan(text: str | None, budget_minutes: float = 90.0) -> ShapesPlan:
     plan = plan_for_budget(budget_minutes)
     if not text:
         return plan
-    fields = list(asdict(ShapesPlan()))
+    return _overridden(plan, text, "--plan must be 'shipped' or a JSON object")
+
+
+def _overridden(base, text: str, what: str):
+    # `base` (a dataclass) with the fields of the JSON object `text` replaced; lists become tuples.
+    fields = list(asdict(base))
     try:
         overrides = json.loads(text)
         if not isinstance(overrides, dict):
             raise TypeError("not an object")
-        return replace(plan, **overrides)
+        return replace(base, **{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
     except (json.JSONDecodeError, TypeError) as e:
-        raise ValueError(f"--plan must be 'shipped' or a JSON object of {fields}, got {text!r} ({e})") from None
+        raise ValueError(f"{what} of {fields}, got {text!r} ({e})") from None
 
 
 def _check_resume(old: dict, new: dict, work: Path, out: Path) -> list[str]:
