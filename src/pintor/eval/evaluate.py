@@ -139,12 +139,11 @@ def evaluate_prompts(painter, prompts, cfg: EvalConfig, cases: list[Case], bar=N
             failures.append({"category": cat, "caption": caption, "reason": j.reason})
         if bar is not None:
             bar.update(1)
-    acc = {cat: _mean(v) for cat, v in per.items()}
-    acc["overall"] = _mean([x for v in per.values() for x in v])
+    counts = {c: len(v) for c, v in per.items()}
     per["overall"] = [x for v in per.values() for x in v]
+    acc = {c: _mean(v) for c, v in per.items()}
     intervals = {c: [round(x, 3) for x in wilson_interval(sum(v), len(v))] for c, v in per.items()}
-    return {"accuracy": acc, "interval95": intervals, "counts": {c: len(v) for c, v in per.items() if c != "overall"},
-            "failures": failures, "judged": judged}
+    return {"accuracy": acc, "interval95": intervals, "counts": counts, "failures": failures, "judged": judged}
 
 
 def _single_scene(rng, pair):
