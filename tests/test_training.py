@@ -65,7 +65,7 @@ def _fast(cls, **kw):
 # ---------------------------------------------------------------------------------------------------
 
 
-def _toy(tmp, steps, resume=False, stop_at=None):
+def _toy(tmp, steps, resume=False, stop_at=None, sync_every=None, nan_at=None):
     from pintor.training.loop import TrainConfig, train_loop
 
     torch.manual_seed(0)
@@ -76,10 +76,11 @@ def _toy(tmp, steps, resume=False, stop_at=None):
         if stop_at is not None and i == stop_at:
             raise KeyboardInterrupt
         x = torch.randn(16, 4, generator=gen)
-        return {"loss": torch.nn.functional.mse_loss(model(x), x @ w)}
+        loss = torch.nn.functional.mse_loss(model(x), x @ w)
+        return {"loss": loss * float("nan") if i == nan_at else loss, "extra": loss.detach() * 2}
 
     cfg = TrainConfig(steps=steps, batch_size=16, lr=5e-2, warmup_steps=2, checkpoint_every=4, progress=False,
-                      resume=resume, ema_decay=0.9, grad_clip=None)
+                      resume=resume, ema_decay=0.9, grad_clip=None, sync_every=sync_every)
     return train_loop(model, step, cfg, tmp, name="toy")
 
 
@@ -106,6 +107,19 @@ def test_loop_logs_plots_and_resumes_bit_exactly(tmp_path):
     assert all(torch.equal(p, q) for p, q in zip(full.model.parameters(), again.model.parameters(), strict=True))
 
 
+def test_loop_reading_losses_in_batches_changes_nothing_and_still_stops_at_nan(tmp_path):
+    # What a GPU run does (losses read back every few steps), here on the CPU: same weights, same log.
+    each = _toy(tmp_path / "a", 11)
+    batched = _toy(tmp_path / "b", 11, sync_every=3)
+    assert all(torch.equal(p, q) for p, q in zip(each.model.parameters(), batched.model.parameters(), strict=True))
+    assert [(r["step"], r["loss"], r["extra"]) for r in each.history] == \
+        [(r["step"], r["loss"], r["extra"]) for r in batched.history]
+    with pytest.raises(FloatingPointError, match="loss became nan at step 5; lower --lr"):
+        _toy(tmp_path / "c", 11, sync_every=3, nan_at=5)
+    # The NaN step's batch of losses is read before the step-8 checkpoint, so none holds the broken weights.
+    assert [p.name for p in (tmp_path / "c" / "checkpoints").iterdir()] == ["step-0000004"]
+
+
 def test_loop_rejects_bad_settings(tmp_path):
     from pintor.training.loop import TrainConfig
 
@@ -115,6 +129,8 @@ def test_loop_rejects_bad_settings(tmp_path):
         TrainConfig(lr=-1).validate()
     with pytest.raises(ValueError, match="unknown device 'tpu'"):
         TrainConfig(device="tpu").validate()
+    with pytest.raises(ValueError, match="sync_every must be a positive int or None, got 0"):
+        TrainConfig(sync_every=0).validate()
 
 
 # ---------------------------------------------------------------------------------------------------

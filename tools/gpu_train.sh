@@ -6,6 +6,9 @@
 #   run(command="STEPS=... bash tools/gpu_train.sh decoders", carry=[".whl"])   # decoder, then inpaint and ControlNet
 #                                                                             # fine-tuned from it
 #   run(command="bash tools/gpu_train.sh prior", carry=[".whl"])     # prior fine-tune with the layout loss
+#   run(command="bash tools/gpu_train.sh parallel", carry=[".whl"])  # a decoder cycle, and inpaint and ControlNet
+#       decoders started over from the shipped decoder, all three at once (one small UNet leaves the GPU mostly
+#       idle); each is stopped at LIMIT seconds and then exported from its newest checkpoint's EMA weights
 # What comes back under $OUT: each trained UNet / prior as fp16 safetensors (the shipped configs are unchanged),
 # the training logs (logs-PART.tgz) and this script's log. A candidate model is a copy of the shipped folder with
 # those files in place of decoder/unet, inpaint/unet, controlnet-depth/unet and prior/prior's
@@ -36,6 +39,11 @@ if len(rows) > 10:
     per = (float(b["seconds"]) - float(a["seconds"])) / (int(b["step"]) - int(a["step"]))
     print(f"{sys.argv[1]}: {len(rows)} steps, {per * 1000:.1f} ms/step, last loss {float(b['loss']):.4f}")
 EOF
+}
+
+from_checkpoint() {  # from_checkpoint RUNDIR DEST: the newest checkpoint's EMA weights as fp16 (a run cut short)
+  local ck; ck=$(ls -d "$1"/checkpoints/step-* 2>/dev/null | tail -1)
+  [ -n "$ck" ] && echo "$1 was cut short: exporting $ck" | tee -a "$LOG" && half "$ck/ema.safetensors" "$2"
 }
 
 half() {  # half SRC DEST: an fp16 copy of a safetensors file
@@ -79,6 +87,34 @@ case "$PART" in
       --relation-weight "${RELATION_WEIGHT:-2}"
     half "$WORK/prior/model/prior/prior/diffusion_pytorch_model.safetensors" "$OUT/prior.safetensors"
     ;;
-  *) echo "usage: tools/gpu_train.sh probe|decoders|prior"; exit 2 ;;
+  parallel)
+    LIMIT=${LIMIT:-530}; BATCH=${BATCH:-128}
+    job() {  # job TARGET NAME UNET_FILE ARGS...
+      local target=$1 name=$2 file=$3; shift 3
+      ( timeout "$LIMIT" python3 -m pintor train "$target" --out "$WORK/$name" --device "$DEVICE" --model "$MODEL" \
+          --batch-size "$BATCH" --pool-size "$POOL" --snr-floor 1 --sync-every "${SYNC_EVERY:-50}" "$@" \
+          > "$WORK/$name.log" 2>&1
+        if [ -f "$WORK/$name/model/$file" ]; then half "$WORK/$name/model/$file" "$OUT/$name-unet.safetensors"
+        else from_checkpoint "$WORK/$name" "$OUT/$name-unet.safetensors"; fi
+        tr '\r' '\n' < "$WORK/$name.log" | grep -v '^\s*$' | grep -E -v 'it/s\]$|s/it\]$' | tail -5 | sed "s|^|$name: |" ) &
+    }
+    job decoder decoder decoder/unet/diffusion_pytorch_model.safetensors --steps "${STEPS:-6000}" --lr "${LR:-6e-4}" --seed 4
+    job inpaint inpaint inpaint/unet/diffusion_pytorch_model.safetensors --from-decoder --steps "${FT_STEPS:-5000}" \
+      --lr "${FT_LR:-5e-4}" --seed 5
+    job controlnet controlnet controlnet-depth/unet/diffusion_pytorch_model.safetensors --from-decoder \
+      --steps "${FT_STEPS:-5000}" --lr "${FT_LR:-5e-4}" --seed 6
+    wait
+    for d in decoder inpaint controlnet; do
+      python3 - "$WORK/$d" <<'EOF' | tee -a "$LOG"
+import csv, sys
+rows = list(csv.DictReader(open(f"{sys.argv[1]}/loss.csv")))
+if len(rows) > 100:
+    a, b = rows[len(rows) // 10], rows[-1]
+    per = (float(b["seconds"]) - float(a["seconds"])) / (int(float(b["step"])) - int(float(a["step"])))
+    print(f"{sys.argv[1]}: {len(rows)} steps, {per * 1000:.1f} ms/step, last loss {float(b['loss']):.4f}")
+EOF
+    done
+    ;;
+  *) echo "usage: tools/gpu_train.sh probe|decoders|prior|parallel"; exit 2 ;;
 esac
 tar -czf "$OUT/logs-$PART.tgz" -C "$WORK" $(cd "$WORK" && ls -d */loss.csv */loss.png */config.json 2>/dev/null)

@@ -57,6 +57,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         t.add_argument("--steps", type=int, help="optimizer steps")
         t.add_argument("--batch-size", type=int, help="samples per step")
         t.add_argument("--lr", type=float, help="peak learning rate")
+        t.add_argument("--sync-every", type=int, metavar="N",
+                       help="steps whose losses are read back together (default: 1 on a CPU, 50 on a GPU)")
         t.add_argument("--resolution", type=int, default=128, help="training image size for --data (default 128)")
         t.add_argument("--pool-size", type=int, default=10000,
                        help="shapes-world images to render when --data is not given (default 10000)")
@@ -88,7 +90,7 @@ def _positive(name: str, v):
 
 def _config(args, cls, **fixed):
     kw = dict(fixed, device=args.device, seed=args.seed, resume=args.resume)
-    for flag, field in (("steps", "steps"), ("batch_size", "batch_size"), ("lr", "lr")):
+    for flag, field in (("steps", "steps"), ("batch_size", "batch_size"), ("lr", "lr"), ("sync_every", "sync_every")):
         v = _positive(flag.replace("_", "-"), getattr(args, flag, None))
         if v is not None:
             kw[field] = v

@@ -51,6 +51,8 @@ class TrainConfig:
         device (`str`): `"cpu"` or `"cuda"` (or `"cuda:N"`).
         resume (`bool`): continue from the newest checkpoint in the output folder, if any.
         progress (`bool`): show a tqdm progress bar.
+        sync_every (`int`, *optional*): steps whose losses are read back (and checked) together; `None`
+            reads every step on a CPU and every 50 on a GPU, which then need not wait for each step to end.
     """
 
     steps: int = 1000
@@ -68,9 +70,12 @@ class TrainConfig:
     device: str = "cpu"
     resume: bool = False
     progress: bool = True
+    sync_every: int | None = None
 
     def validate(self) -> None:
         """Raises `ValueError` naming the first bad setting."""
+        if self.sync_every is not None and not (isinstance(self.sync_every, int) and self.sync_every >= 1):
+            raise ValueError(f"sync_every must be a positive int or None, got {self.sync_every!r}")
         for name in ("steps", "batch_size", "checkpoint_every", "keep_checkpoints"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
@@ -131,9 +136,9 @@ class EMA:
     def update(self, model: torch.nn.Module) -> None:
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for k, p in model.named_parameters():
-            if k in self.shadow:
-                self.shadow[k].lerp_(p.detach(), 1 - d)
+        # One fused call for every tensor: per-tensor lerps are hundreds of tiny kernel launches a step on a GPU.
+        named = dict(model.named_parameters())
+        torch._foreach_lerp_(list(self.shadow.values()), [named[k].detach() for k in self.shadow], 1 - d)
 
     @torch.no_grad()
     def copy_to(self, model: torch.nn.Module) -> None:
@@ -371,14 +376,31 @@ def train_loop(model: torch.nn.Module, step_fn: StepFn, cfg: TrainConfig, out_di
     last_ckpt = existing[-1] if (cfg.resume and existing) else None
     bar = tqdm(total=cfg.steps, initial=start, desc=name, disable=not cfg.progress, dynamic_ncols=True,
                mininterval=1.0 if os.isatty(2) else 30.0)
+    pending: list[tuple[int, dict[str, torch.Tensor], float]] = []
+
+    def flush() -> None:
+        # Reading a loss back waits for the GPU; doing it for a batch of steps at once lets the host queue the
+        # next steps' kernels meanwhile. A non-finite loss is still caught before any checkpoint is written.
+        if not pending:
+            return
+        values = torch.stack([torch.stack([v.detach().float() for v in ls.values()]) for _, ls, _ in pending]).cpu()
+        for (step, ls, lr), row_values in zip(pending, values.tolist(), strict=True):
+            row = {"step": step, **dict(zip(ls, row_values, strict=True)), "lr": lr,
+                   "seconds": round(time.time() - t0, 3)}
+            if not math.isfinite(row["loss"]):
+                raise FloatingPointError(f"{name}: loss became {row['loss']} at step {step}; lower --lr")
+            log.add(row)
+        bar.update(len(pending))
+        bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
+        pending.clear()
+
+    sync_every = cfg.sync_every or (1 if torch.device(cfg.device).type == "cpu" else 50)
     for step in range(start, cfg.steps):
         lr = lr_at(cfg, step)
         for g in opt.param_groups:
             g["lr"] = lr
         losses = step_fn(step, step_generator(cfg.seed, step))
         loss = losses["loss"]
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{name}: loss became {loss.item()} at step {step}; lower --lr")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
@@ -386,13 +408,12 @@ def train_loop(model: torch.nn.Module, step_fn: StepFn, cfg: TrainConfig, out_di
         opt.step()
         if ema is not None:
             ema.update(model)
-        row = {"step": step, **{k: float(v.detach()) for k, v in losses.items()}, "lr": lr,
-               "seconds": round(time.time() - t0, 3)}
-        log.add(row)
-        bar.update(1)
-        bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
+        pending.append((step, losses, lr))
         done = step + 1
-        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+        checkpoint = done % cfg.checkpoint_every == 0 or done == cfg.steps
+        if checkpoint or len(pending) >= sync_every:
+            flush()
+        if checkpoint:
             last_ckpt = save_checkpoint(ckpt_root, done, model, opt, ema, extra_state, cfg.keep_checkpoints)
             log.plot(out / "loss.png", name)
     bar.close()
