@@ -52,6 +52,25 @@ def test_eval_cli_writes_report_and_sheet(tiny_k22, tmp_path):
     assert rows["overall"]["n"] == 6 and all(v["better"] == v["worse"] == 0 for v in rows.values())
     assert "against the baseline" in r.stdout
 
+    # Control and inpainting alone (a new ControlNet or inpaint decoder): the very cases of the whole run.
+    r = run_cli("eval", "--model", tiny_k22, "--n", 1, "--out", "ev3", "-q", "--only", "control,inpaint",
+                "--guidance-scale", 3, "--prior-guidance-scale", 2, "--baseline", "ev/eval.json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    part = json.loads((tmp_path / "ev3" / "eval.json").read_text())
+    assert "prompts" not in part and "mixing" not in part and "variations" not in part
+    for mode in ("control", "inpaint"):
+        assert part[mode]["judged"] == report[mode]["judged"]
+        assert part["comparison"][mode]["better"] == part["comparison"][mode]["worse"] == 0
+    assert set(part["comparison"]) == {"control", "inpaint"} and "control" in r.stdout
+
+
+def test_eval_only_names_its_parts(tmp_path):
+    r = run_cli("eval", "--only", "control,paint", cwd=tmp_path)
+    assert r.returncode == 2 and "--only: parts must be some of prompts, mix, control, inpaint, variations, " \
+        "got control, paint" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("eval", "--only", "control", "--no-modes", cwd=tmp_path)
+    assert r.returncode == 2 and "--only and --no-modes both choose what to run" in r.stderr
+
 
 def test_eval_bad_prompts_file(tmp_path):
     (tmp_path / "p.txt").write_text("a red circle\na purple zebra\n")

@@ -118,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="seed of prompts and generations")
     p.add_argument("--out", default="eval-results", help="folder for eval.json and contact-sheet.png")
     p.add_argument("--no-modes", action="store_true", help="only text prompts: skip mixing, control, inpainting")
+    p.add_argument("--only", default=None, metavar="PARTS",
+                   help="comma-separated parts to run: prompts, mix, control, inpaint, variations (default: all)")
     p.add_argument("--steps", type=int, default=None, help="decoder steps (default: the model's)")
     p.add_argument("--prior-steps", type=int, default=None, help="prior steps (default: the model's)")
     p.add_argument("--guidance-scale", type=float, default=None, help="decoder guidance (default: the model's)")
@@ -412,18 +414,25 @@ def _cmd_eval(args) -> int:
     settings = {k: getattr(args, k) for k in _EVAL_SETTINGS if getattr(args, k) is not None}
     GenerationRequest(prompt="x", **settings).validate()
     seed = EVAL_SEED if args.seed is None else args.seed
-    if args.prompts:
-        from pintor.eval.evaluate import read_prompts
+    parts = None
+    if args.only is not None:
+        if args.no_modes:
+            raise PintorError("--only and --no-modes both choose what to run; give one")
+        parts = tuple(x.strip() for x in args.only.split(",") if x.strip())
+    try:
+        cfg = EvalConfig(n=args.n, seed=seed, prompts_file=args.prompts, modes=not args.no_modes, parts=parts,
+                         settings=settings)
+    except ValueError as e:
+        raise PintorError(f"--only: {e}") from None
+    prompts = []
+    if "prompts" in cfg.selected():
+        from pintor.eval.evaluate import default_prompts, read_prompts
 
-        prompts = read_prompts(args.prompts)
-    else:
-        from pintor.eval.evaluate import default_prompts
-
-        prompts = default_prompts(args.n, seed)
+        prompts = read_prompts(args.prompts) if args.prompts else default_prompts(args.n, seed)
     from pintor.eval.stats import judged_prompts
 
     baseline = _read_baseline(args.baseline) if args.baseline else None
-    if baseline is not None and judged_prompts(baseline) != prompts:
+    if baseline is not None and prompts and judged_prompts(baseline) != prompts:
         # Checked before generating anything, so a mismatch costs no run.
         raise PintorError(f"--baseline {args.baseline} judged other prompts: expected a report made with the same "
                           "--n, --seed and --prompts")
@@ -431,8 +440,6 @@ def _cmd_eval(args) -> int:
     out = Path(args.out)
     _check_writable(out)
     _quiet_libraries()
-    cfg = EvalConfig(n=args.n, seed=seed, prompts_file=args.prompts,
-                     modes=not args.no_modes, settings=settings)
     report = run(args.model, cfg, out, load_kwargs={"device": args.device}, progress=not args.quiet,
                  baseline=baseline)
     print(format_report(report))
@@ -449,17 +456,18 @@ def _read_baseline(path: str) -> dict:
         raise PintorError(f"--baseline {p}: no such file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise PintorError(f"--baseline {p}: not a readable eval.json ({e})") from None
-    if not isinstance(report, dict) or "judged" not in (report.get("prompts") or {}):
-        raise PintorError(f"--baseline {p}: no per-prompt results (prompts.judged); expected an eval.json "
-                          "written by this version of pintor eval")
+    if not isinstance(report, dict) or not any("judged" in (report.get(k) or {}) for k in ("prompts", "control", "inpaint")):
+        raise PintorError(f"--baseline {p}: no per-case results (prompts.judged, control.judged or inpaint.judged); "
+                          "expected an eval.json written by this version of pintor eval")
     return report
 
 
 def format_report(report: dict) -> str:
     """A short human summary of an eval report."""
     lines = [f"model {report['model']}"]
-    acc, counts = report["prompts"]["accuracy"], report["prompts"]["counts"]
-    ci = report["prompts"].get("interval95", {})
+    prompts = report.get("prompts") or {"accuracy": {}, "counts": {}}
+    acc, counts = prompts["accuracy"], prompts["counts"]
+    ci = prompts.get("interval95", {})
     for cat, v in acc.items():
         line = f"  {cat:<16} {v:.3f}"
         if cat in ci:

@@ -38,6 +38,7 @@ CATEGORIES = ("single_seen", "single_held_out", "count", "pair", "relation", "ba
 MIX_WEIGHTS = (1.0, 0.75, 0.5, 0.25, 0.0)
 PLACEMENT_TOLERANCE = 8.0
 EVAL_SEED = 20261125  # prompts drawn from their own stream, apart from the training seeds
+PARTS = ("prompts", "mix", "control", "inpaint", "variations")
 
 
 @dataclass
@@ -48,7 +49,10 @@ class EvalConfig:
         n (`int`): prompts per category, and cases per mode.
         seed (`int`): seed of the prompt draw and of the generations.
         prompts_file (`str`, *optional*): captions, one per line, instead of the default set.
-        modes (`bool`): also evaluate mixing, control and inpainting.
+        modes (`bool`): also evaluate mixing, control, inpainting and variations.
+        parts (`tuple`, *optional*): only these parts of `PARTS` (e.g. `("control", "inpaint")` to judge a new
+            ControlNet or inpaint decoder without the prompts); each part draws its cases from its own stream of
+            `seed`, so it judges the same cases alone as in a whole run.
         settings (`dict`): generation settings passed to every call (`steps`, `prior_steps`, `scheduler`...).
     """
 
@@ -56,7 +60,20 @@ class EvalConfig:
     seed: int = EVAL_SEED
     prompts_file: str | None = None
     modes: bool = True
+    parts: tuple[str, ...] | None = None
     settings: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.parts is not None:
+            self.parts = tuple(self.parts)
+            unknown = [x for x in self.parts if x not in PARTS]
+            if unknown or not self.parts:
+                raise ValueError(f"parts must be some of {', '.join(PARTS)}, got {', '.join(self.parts) or 'none'}")
+
+    def selected(self) -> tuple[str, ...]:
+        """The parts this configuration runs, in `PARTS` order."""
+        chosen = self.parts if self.parts is not None else PARTS if self.modes else ("prompts",)
+        return tuple(x for x in PARTS if x in chosen)
 
 
 def category_of(spec: CaptionSpec) -> str:
@@ -350,16 +367,21 @@ def run(model=None, cfg: EvalConfig | None = None, out_dir: str | Path = "eval",
     load_kwargs = load_kwargs or {}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    prompts = read_prompts(cfg.prompts_file) if cfg.prompts_file else default_prompts(cfg.n, cfg.seed)
+    parts = cfg.selected()
+    prompts = []
+    if "prompts" in parts:
+        prompts = read_prompts(cfg.prompts_file) if cfg.prompts_file else default_prompts(cfg.n, cfg.seed)
     speed = measure_speed(model, load_kwargs, cfg.settings)
     painter = pintor.load(model, **load_kwargs)
-    modes = [m for m in ("mix", "control", "inpaint", "variations") if m in painter.modes] if cfg.modes else []
+    # A model without a mode (no ControlNet, say) is judged on the rest.
+    modes = [m for m in parts if m in painter.modes]
     units = {"mix": 2 * len(MIX_WEIGHTS) * cfg.n, "control": cfg.n, "inpaint": cfg.n, "variations": len(FORMS) * cfg.n}
     mode_units = sum(units[m] for m in modes)
     cases: list[Case] = []
     report = {"model": painter.spec.name, "config": asdict(cfg), "speed": speed}
     with tqdm(total=len(prompts) + mode_units, desc="eval", disable=not progress, dynamic_ncols=True) as bar:
-        report["prompts"] = evaluate_prompts(painter, prompts, cfg, cases, bar)
+        if prompts:
+            report["prompts"] = evaluate_prompts(painter, prompts, cfg, cases, bar)
         if "mix" in modes:
             report["mixing"] = evaluate_mixing(painter, cfg, cases, bar)
         if "control" in modes:

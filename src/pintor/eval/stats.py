@@ -59,17 +59,18 @@ def compare_reports(report: dict, baseline: dict) -> dict:
         ValueError: a report lacks per-prompt results, or the two judged different prompts.
     """
     rows = {}
-    try:
-        this_j, base_j = report["prompts"]["judged"], baseline["prompts"]["judged"]
-    except (KeyError, TypeError):
-        raise ValueError("a report has no per-prompt results (prompts.judged); expected eval.json from this "
-                         "version of pintor eval") from None
-    if judged_prompts(report) != judged_prompts(baseline):
-        raise ValueError("the two reports judged different prompts; expected the same --n, --seed and --prompts")
-    cats = list(dict.fromkeys(j[0] for j in this_j))
-    for cat in cats:
-        rows[cat] = _paired([j[2] for j in this_j if j[0] == cat], [j[2] for j in base_j if j[0] == cat], cat)
-    rows["overall"] = _paired([j[2] for j in this_j], [j[2] for j in base_j], "overall")
+    if "prompts" in report:  # a report of modes alone (`pintor eval --only control`) has none
+        try:
+            this_j, base_j = report["prompts"]["judged"], baseline["prompts"]["judged"]
+        except (KeyError, TypeError):
+            raise ValueError("a report has no per-prompt results (prompts.judged); expected eval.json from this "
+                             "version of pintor eval") from None
+        if judged_prompts(report) != judged_prompts(baseline):
+            raise ValueError("the two reports judged different prompts; expected the same --n, --seed and --prompts")
+        cats = list(dict.fromkeys(j[0] for j in this_j))
+        for cat in cats:
+            rows[cat] = _paired([j[2] for j in this_j if j[0] == cat], [j[2] for j in base_j if j[0] == cat], cat)
+        rows["overall"] = _paired([j[2] for j in this_j], [j[2] for j in base_j], "overall")
     for mode in ("control", "inpaint"):
         a, b = (report.get(mode) or {}).get("judged"), (baseline.get(mode) or {}).get("judged")
         if a is not None and b is not None and len(a) == len(b):  # other lengths: modes run with another --n
