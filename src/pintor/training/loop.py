@@ -383,7 +383,7 @@ def train_loop(model: torch.nn.Module, step_fn: StepFn, cfg: TrainConfig, out_di
         # next steps' kernels meanwhile. A non-finite loss is still caught before any checkpoint is written.
         if not pending:
             return
-        values = torch.stack([torch.stack([v.detach().float() for v in ls.values()]) for _, ls, _ in pending]).cpu()
+        values = torch.stack([torch.stack([v.float() for v in ls.values()]) for _, ls, _ in pending]).cpu()
         for (step, ls, lr), row_values in zip(pending, values.tolist(), strict=True):
             row = {"step": step, **dict(zip(ls, row_values, strict=True)), "lr": lr,
                    "seconds": round(time.time() - t0, 3)}
@@ -408,7 +408,7 @@ def train_loop(model: torch.nn.Module, step_fn: StepFn, cfg: TrainConfig, out_di
         opt.step()
         if ema is not None:
             ema.update(model)
-        pending.append((step, losses, lr))
+        pending.append((step, {k: v.detach() for k, v in losses.items()}, lr))  # no graphs kept past their step
         done = step + 1
         checkpoint = done % cfg.checkpoint_every == 0 or done == cfg.steps
         if checkpoint or len(pending) >= sync_every:
