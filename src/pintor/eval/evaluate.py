@@ -159,7 +159,7 @@ def evaluate_prompts(painter, prompts, cfg: EvalConfig, cases: list[Case], bar=N
     counts = {c: len(v) for c, v in per.items()}
     per["overall"] = [x for v in per.values() for x in v]
     acc = {c: _mean(v) for c, v in per.items()}
-    intervals = {c: [round(x, 3) for x in wilson_interval(sum(v), len(v))] for c, v in per.items()}
+    intervals = {c: _interval95(v) for c, v in per.items()}
     return {"accuracy": acc, "interval95": intervals, "counts": counts, "failures": failures, "judged": judged}
 
 
@@ -251,7 +251,7 @@ def evaluate_control(painter, cfg: EvalConfig, cases: list[Case], bar=None) -> d
         if bar is not None:
             bar.update(1)
     return {"correct_and_placed": _mean(ok_all), "judged_correct": _mean(judged), "placed_within_8px": _mean(placed),
-            "interval95": [round(x, 3) for x in wilson_interval(sum(ok_all), len(ok_all))], "judged": ok_all}
+            "interval95": _interval95(ok_all), "judged": ok_all}
 
 
 def evaluate_inpaint(painter, cfg: EvalConfig, cases: list[Case], bar=None) -> dict:
@@ -282,7 +282,7 @@ def evaluate_inpaint(painter, cfg: EvalConfig, cases: list[Case], bar=None) -> d
         if bar is not None:
             bar.update(1)
     return {"new_object_correct": _mean(correct), "outside_unchanged": _mean(kept),
-            "interval95": [round(x, 3) for x in wilson_interval(sum(correct), len(correct))], "judged": correct}
+            "interval95": _interval95(correct), "judged": correct}
 
 
 FORMS = ("single", "count", "pair", "relation")
@@ -416,6 +416,11 @@ def _cpus() -> int:
     import os
 
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def _interval95(v) -> list[float]:
+    """The 95% Wilson interval of a list of right / wrong judgments, as the reports store it."""
+    return [round(x, 3) for x in wilson_interval(sum(v), len(v))]
 
 
 def _mean(v) -> float:
