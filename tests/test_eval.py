@@ -38,6 +38,9 @@ def test_eval_cli_writes_report_and_sheet(tiny_k22, tmp_path):
     forms = {"single", "count", "pair", "relation", "overall"}
     assert set(report["variations"]["accuracy"]) == forms == set(report["variations"]["movq_round_trip"])
     assert report["speed"]["load_seconds"] > 0 and report["speed"]["seconds_per_image"] > 0
+    # The speed figures name the machine they were taken on.
+    assert report["host"]["device"] == "cpu" and report["host"]["device_name"].startswith("CPU ")
+    assert report["versions"]["torch"] and report["versions"]["diffusers"]
     sheet = Image.open(tmp_path / "ev" / "contact-sheet.png")
     assert sheet.width > 128 and sheet.height > 128
     assert "overall" in r.stdout and "MoVQ round trip" in r.stdout

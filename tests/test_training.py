@@ -90,6 +90,8 @@ def test_loop_logs_plots_and_resumes_bit_exactly(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "a" / "loss.csv")))
     assert [int(float(r["step"])) for r in rows] == list(range(12)) and "lr" in rows[0]
     assert (tmp_path / "a" / "loss.png").stat().st_size > 1000
+    host = json.loads((tmp_path / "a" / "config.json").read_text())["host"]  # step times need their machine
+    assert host["device"] == "cpu" and host["device_name"].startswith("CPU ") and host["torch_threads"] >= 1
     ckpt = full.checkpoint
     assert sorted(p.name for p in ckpt.iterdir()) == ["ema.safetensors", "model.safetensors",
                                                       "optimizer.safetensors", "state.json"]

@@ -11,7 +11,6 @@ import datetime as _dt
 import gc
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -19,6 +18,8 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from pintor.host import host_info, versions
 
 PROMPTS = (
     "a red circle above a blue square",
@@ -127,8 +128,8 @@ def run_bench(cfg: BenchConfig, log=None) -> dict:
         "schema": SCHEMA,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "commit": _git_commit(),
-        "host": _host(device),
-        "versions": _versions(),
+        "host": host_info(device),
+        "versions": versions(),
         "settings": {
             "model": cfg.model, "model_ref": model_ref, "random_weights": cfg.random_weights, "device": device,
             "dtype": _dt_name(dtype), "baseline_dtype": _dt_name(base_dtype), "batch": cfg.batch,
@@ -513,42 +514,6 @@ def _git_commit() -> dict:
     except (OSError, subprocess.SubprocessError):
         pass
     return {"sha": None, "dirty": None}
-
-
-def _host(device: str) -> dict:
-    import torch
-
-    out = {"platform": platform.platform(), "machine": platform.machine(), "python": platform.python_version(),
-           "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-           "torch_threads": torch.get_num_threads(), "device": device}
-    if device.startswith("cuda"):
-        props = torch.cuda.get_device_properties(torch.device(device))
-        out.update(device_name=props.name, device_memory_gb=round(props.total_memory / 2**30, 1),
-                   cuda=torch.version.cuda, sm_count=props.multi_processor_count)
-    else:
-        out["device_name"] = _cpu_name()
-    return out
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return "CPU " + line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "CPU " + (platform.processor() or platform.machine())
-
-
-def _versions() -> dict:
-    import diffusers
-    import torch
-    import transformers
-
-    import pintor
-
-    return {"pintor": pintor.__version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
-            "transformers": transformers.__version__}
 
 
 def _warm_page_cache(model_ref: str, sources: dict) -> None:

@@ -33,6 +33,7 @@ from pintor.data.shapes import (
 )
 from pintor.eval.detector import judge
 from pintor.eval.stats import wilson_interval
+from pintor.host import host_info, versions
 
 CATEGORIES = ("single_seen", "single_held_out", "count", "pair", "relation", "background")
 MIX_WEIGHTS = (1.0, 0.75, 0.5, 0.25, 0.0)
@@ -390,7 +391,8 @@ def run(model=None, cfg: EvalConfig | None = None, out_dir: str | Path = "eval",
             report["inpaint"] = evaluate_inpaint(painter, cfg, cases, bar)
         if "variations" in modes:
             report["variations"] = evaluate_variations(painter, cfg, cases, bar)
-    report["versions"] = _versions()
+    report["host"] = host_info(painter.device)
+    report["versions"] = versions()
     if baseline is not None:
         from pintor.eval.stats import compare_reports
 
@@ -398,24 +400,6 @@ def run(model=None, cfg: EvalConfig | None = None, out_dir: str | Path = "eval",
     (out_dir / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
     contact_sheet(cases).save(out_dir / "contact-sheet.png")
     return report
-
-
-def _versions() -> dict:
-    import platform
-
-    import diffusers
-    import torch
-
-    import pintor
-
-    return {"pintor": pintor.__version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
-            "python": platform.python_version(), "machine": platform.machine(), "cpus": _cpus()}
-
-
-def _cpus() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def _interval95(v) -> list[float]:

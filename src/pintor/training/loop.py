@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from pintor.host import host_info
 from pintor.training.plot import plot_loss
 
 CHECKPOINT_PREFIX = "step-"
@@ -368,7 +369,8 @@ def train_loop(model: torch.nn.Module, step_fn: StepFn, cfg: TrainConfig, out_di
         shutil.rmtree(ckpt_root)
 
     log = _LossLog(out / "loss.csv", start)
-    meta = {"config": asdict(cfg), "name": name, **(extra_state or {})}
+    # The machine goes with the run: loss.csv's seconds compare only across runs on the same kind of device.
+    meta = {"config": asdict(cfg), "name": name, "host": host_info(cfg.device), **(extra_state or {})}
     (out / "config.json").write_text(json.dumps(meta, indent=1, default=str))
 
     model.train()
