@@ -1,0 +1,63 @@
+"""A candidate embedded model: the shipped pintor-shapes folder with some components' weights taken from runs.
+
+    python tools/candidate.py runs/cand --take controlnet-depth/unet=runs/cn3/model
+    pintor eval --model runs/cand --only control --n 96 --baseline docs/pintor-shapes-eval-n96.json --out eval-cand
+
+Each `--take PART=MODEL` copies `MODEL/PART`'s weights (a run's fp32 output, or a checkpoint's
+`ema.safetensors` given as a file) into the copy as fp16, exactly as they would ship; the keys, shapes and
+dtypes must match the base's, so configs stay the base's. Everything else, `pintor.json` included, is copied.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+WEIGHTS = "diffusion_pytorch_model.safetensors"
+
+
+def take(base_file: Path, src: Path, dst_file: Path) -> None:
+    import safetensors.torch as st
+
+    src_file = src if src.is_file() else src / WEIGHTS
+    want = st.load_file(base_file)
+    got = {k: (v.half() if v.is_floating_point() else v) for k, v in st.load_file(src_file).items()}
+    if set(got) != set(want):
+        raise ValueError(f"{src_file}: keys differ from {base_file} ({len(set(got) ^ set(want))} not in both)")
+    bad = [k for k in want if got[k].shape != want[k].shape or got[k].dtype != want[k].dtype]
+    if bad:
+        raise ValueError(f"{src_file}: {len(bad)} tensors differ in shape or dtype from {base_file}, e.g. {bad[0]}")
+    st.save_file(got, dst_file)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("out", help="the candidate folder to write (must not exist)")
+    p.add_argument("--base", default="src/pintor/weights/pintor-shapes", help="the model folder to start from")
+    p.add_argument("--take", action="append", default=[], metavar="PART=MODEL",
+                   help="e.g. decoder/unet=runs/d/model, or PART=path/to/ema.safetensors")
+    args = p.parse_args(argv)
+    base, out = Path(args.base), Path(args.out)
+    if out.exists():
+        sys.exit(f"candidate: {out} exists; give a new folder")
+    pairs = []
+    for t in args.take:
+        part, sep, src = t.partition("=")
+        if not sep or not (base / part / WEIGHTS).is_file():
+            sys.exit(f"candidate: --take {t!r}: expected PART=MODEL with {base}/PART/{WEIGHTS} present")
+        src_path = Path(src) if Path(src).is_file() else Path(src) / part
+        if not (src_path.is_file() or (src_path / WEIGHTS).is_file()):
+            sys.exit(f"candidate: --take {t!r}: no {WEIGHTS} under {src_path}")
+        pairs.append((part, src_path))
+    shutil.copytree(base, out)
+    for part, src_path in pairs:
+        take(base / part / WEIGHTS, src_path, out / part / WEIGHTS)
+        print(f"{part} <- {src_path}")
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
