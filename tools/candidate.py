@@ -18,7 +18,8 @@ from pathlib import Path
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 
-def take(base_file: Path, src: Path, dst_file: Path) -> None:
+def checked_fp16(base_file: Path, src: Path) -> dict:
+    """`src`'s tensors as fp16, refused (ValueError) unless their keys, shapes and dtypes are `base_file`'s."""
     import safetensors.torch as st
 
     src_file = src if src.is_file() else src / WEIGHTS
@@ -29,7 +30,7 @@ def take(base_file: Path, src: Path, dst_file: Path) -> None:
     bad = [k for k in want if got[k].shape != want[k].shape or got[k].dtype != want[k].dtype]
     if bad:
         raise ValueError(f"{src_file}: {len(bad)} tensors differ in shape or dtype from {base_file}, e.g. {bad[0]}")
-    st.save_file(got, dst_file)
+    return got
 
 
 def main(argv=None) -> int:
@@ -51,9 +52,15 @@ def main(argv=None) -> int:
         if not (src_path.is_file() or (src_path / WEIGHTS).is_file()):
             sys.exit(f"candidate: --take {t!r}: no {WEIGHTS} under {src_path}")
         pairs.append((part, src_path))
+    try:  # every part is checked before anything is written
+        weights = {part: checked_fp16(base / part / WEIGHTS, src_path) for part, src_path in pairs}
+    except ValueError as e:
+        sys.exit(f"candidate: {e}")
+    import safetensors.torch as st
+
     shutil.copytree(base, out)
     for part, src_path in pairs:
-        take(base / part / WEIGHTS, src_path, out / part / WEIGHTS)
+        st.save_file(weights[part], out / part / WEIGHTS)
         print(f"{part} <- {src_path}")
     print(out)
     return 0
