@@ -18,11 +18,10 @@ from pathlib import Path
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 
-def checked_fp16(base_file: Path, src: Path) -> dict:
-    """`src`'s tensors as fp16, refused (ValueError) unless their keys, shapes and dtypes are `base_file`'s."""
+def checked_fp16(base_file: Path, src_file: Path) -> dict:
+    """`src_file`'s tensors as fp16, refused (ValueError) unless their keys, shapes and dtypes are `base_file`'s."""
     import safetensors.torch as st
 
-    src_file = src if src.is_file() else src / WEIGHTS
     want = st.load_file(base_file)
     got = {k: (v.half() if v.is_floating_point() else v) for k, v in st.load_file(src_file).items()}
     if set(got) != set(want):
@@ -48,20 +47,20 @@ def main(argv=None) -> int:
         part, sep, src = t.partition("=")
         if not sep or not (base / part / WEIGHTS).is_file():
             sys.exit(f"candidate: --take {t!r}: expected PART=MODEL with {base}/PART/{WEIGHTS} present")
-        src_path = Path(src) if Path(src).is_file() else Path(src) / part
-        if not (src_path.is_file() or (src_path / WEIGHTS).is_file()):
-            sys.exit(f"candidate: --take {t!r}: no {WEIGHTS} under {src_path}")
-        pairs.append((part, src_path))
+        src_file = Path(src) if Path(src).is_file() else Path(src) / part / WEIGHTS
+        if not src_file.is_file():
+            sys.exit(f"candidate: --take {t!r}: no {src_file}")
+        pairs.append((part, src_file))
     try:  # every part is checked before anything is written
-        weights = {part: checked_fp16(base / part / WEIGHTS, src_path) for part, src_path in pairs}
+        weights = {part: checked_fp16(base / part / WEIGHTS, src_file) for part, src_file in pairs}
     except ValueError as e:
         sys.exit(f"candidate: {e}")
     import safetensors.torch as st
 
     shutil.copytree(base, out)
-    for part, src_path in pairs:
+    for part, src_file in pairs:
         st.save_file(weights[part], out / part / WEIGHTS)
-        print(f"{part} <- {src_path}")
+        print(f"{part} <- {src_file}")
     print(out)
     return 0
 
