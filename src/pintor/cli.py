@@ -405,7 +405,7 @@ _EVAL_SETTINGS = ("steps", "prior_steps", "guidance_scale", "prior_guidance_scal
 
 
 def _cmd_eval(args) -> int:
-    from pintor.eval.evaluate import EVAL_SEED, EvalConfig, run
+    from pintor.eval.evaluate import EVAL_SEED, EvalConfig, run, selected_prompts
     from pintor.painter import resolve_model
     from pintor.request import GenerationRequest
 
@@ -424,11 +424,7 @@ def _cmd_eval(args) -> int:
                          settings=settings)
     except ValueError as e:
         raise PintorError(f"--only: {e}") from None
-    prompts = []
-    if "prompts" in cfg.selected():
-        from pintor.eval.evaluate import default_prompts, read_prompts
-
-        prompts = read_prompts(args.prompts) if args.prompts else default_prompts(args.n, seed)
+    prompts = selected_prompts(cfg)
     from pintor.eval.stats import judged_prompts
 
     baseline = _read_baseline(args.baseline) if args.baseline else None
@@ -441,7 +437,7 @@ def _cmd_eval(args) -> int:
     _check_writable(out)
     _quiet_libraries()
     report = run(args.model, cfg, out, load_kwargs={"device": args.device}, progress=not args.quiet,
-                 baseline=baseline)
+                 baseline=baseline, prompts=prompts)
     print(format_report(report))
     print(out / "eval.json")
     print(out / "contact-sheet.png")

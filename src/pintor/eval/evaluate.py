@@ -129,6 +129,13 @@ def read_prompts(path: str | Path) -> list[tuple[str, str]]:
     return out
 
 
+def selected_prompts(cfg: EvalConfig) -> list[tuple[str, str]]:
+    """The (category, caption) prompts `cfg` judges: its file's, or the built-in set; none without "prompts"."""
+    if "prompts" not in cfg.selected():
+        return []
+    return read_prompts(cfg.prompts_file) if cfg.prompts_file else default_prompts(cfg.n, cfg.seed)
+
+
 @dataclass
 class Case:
     """One judged image, for the contact sheet."""
@@ -354,11 +361,12 @@ def measure_speed(model, load_kwargs, settings, repeats: int = 5) -> dict:
 
 
 def run(model=None, cfg: EvalConfig | None = None, out_dir: str | Path = "eval", *, load_kwargs=None,
-        progress: bool = True, baseline: dict | None = None) -> dict:
+        progress: bool = True, baseline: dict | None = None, prompts: list[tuple[str, str]] | None = None) -> dict:
     """Runs the whole evaluation, writes `eval.json` and `contact-sheet.png` into `out_dir`, returns the report.
 
     With `baseline` (an earlier report over the same prompts) the report also holds `comparison`, the paired
-    test of `pintor.eval.stats.compare_reports`.
+    test of `pintor.eval.stats.compare_reports`. `prompts`, the (category, caption) list that `cfg` names
+    (`selected_prompts(cfg)`), skips reading it again when the caller already has it.
     """
     from tqdm.auto import tqdm
 
@@ -369,9 +377,8 @@ def run(model=None, cfg: EvalConfig | None = None, out_dir: str | Path = "eval",
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     parts = cfg.selected()
-    prompts = []
-    if "prompts" in parts:
-        prompts = read_prompts(cfg.prompts_file) if cfg.prompts_file else default_prompts(cfg.n, cfg.seed)
+    if prompts is None:
+        prompts = selected_prompts(cfg)
     speed = measure_speed(model, load_kwargs, cfg.settings)
     painter = pintor.load(model, **load_kwargs)
     # A model without a mode (no ControlNet, say) is judged on the rest.
