@@ -1,7 +1,7 @@
 """Decoder experiments on the shipped model's CLIP and MoVQ: train a decoder of given sizes, decode true
 CLIP image embeddings ("oracle") and judge them per form.
 
-Usage: python tools/decexp.py OUT --steps N [--channels 32,64,128] [--layers 1] [--lr 4e-4] [--batch 32]
+Usage: python tools/decexp.py OUT --steps N [--channels 32,64,128] [--layers 1] [--attn-full] [--lr 4e-4] [--batch 32]
        python tools/decexp.py OUT --eval-only [--n 24]
 """
 import argparse
@@ -52,6 +52,8 @@ if __name__ == "__main__":
     ap.add_argument("--steps", type=int, default=5000)
     ap.add_argument("--channels", default="32,64,128")
     ap.add_argument("--layers", type=int, default=1)
+    ap.add_argument("--attn-full", action="store_true",
+                    help="cross-attention at the full latent resolution too (the shipped decoder has none there)")
     ap.add_argument("--lr", type=float, default=4e-4)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--n", type=int, default=24)
@@ -86,7 +88,15 @@ if __name__ == "__main__":
     c = load_file(CACHE)
     sizes = replace(SHAPES, unet_channels=tuple(int(v) for v in a.channels.split(",")), unet_layers_per_block=a.layers)
     torch.manual_seed(0)
-    unet = build_unet(sizes)
+    if a.attn_full:
+        from pintor.architectures import _unet_kwargs
+
+        kw = _unet_kwargs(sizes)
+        n = len(sizes.unet_channels)
+        kw.update(down_block_types=("SimpleCrossAttnDownBlock2D",) * n, up_block_types=("SimpleCrossAttnUpBlock2D",) * n)
+        unet = UNet2DConditionModel(**kw)
+    else:
+        unet = build_unet(sizes)
     print("unet params %.2fM" % (sum(p.numel() for p in unet.parameters()) / 1e6), flush=True)
     cfg = DecoderConfig(steps=a.steps, batch_size=a.batch, lr=a.lr, seed=4, resume=True,
                         checkpoint_every=max(50, min(500, a.steps // 10)))
