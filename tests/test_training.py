@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import pintor
 from pintor.architectures import TINY, build_kandinsky22, save_kandinsky22
 
 RES = 64  # TINY MoVQ has 4 levels: 64 px images give 8 x 8 latents
@@ -507,6 +508,21 @@ def test_sizes_argument_overrides_the_shapes_sizes_and_builds():
     c = build_kandinsky22(replace(TINY, embed_dim=48, text_hidden=48), seed=0)
     assert c.text_encoder.config.projection_dim == c.image_encoder.config.projection_dim == 48
     assert c.prior.config.embedding_dim == 48 and c.unet.config.encoder_hid_dim == 48
+
+
+def test_full_attention_decoders_save_load_and_paint(tmp_path):
+    """`unet_full_attention` puts cross-attention at every level of all three UNets, and the folder still opens
+    and paints through the stock pipelines."""
+    from pintor.training.shapes import parse_sizes
+
+    assert parse_sizes('{"unet_full_attention": true}').unet_full_attention
+    c = build_kandinsky22(replace(TINY, unet_full_attention=True), seed=0)
+    for unet in (c.unet, c.inpaint_unet, c.controlnet_unet):
+        assert all(b.attentions for b in unet.down_blocks) and all(b.attentions for b in unet.up_blocks)
+    painter = pintor.load(save_kandinsky22(c, tmp_path / "full-attn"), device="cpu")
+    img = painter.generate("a red circle", seed=0, steps=2, prior_steps=2, width=64, height=64,
+                           show_progress=False)[0]
+    assert img.size == (64, 64)
 
 
 def test_plan_argument_names_the_shipped_plan_or_overrides():

@@ -65,7 +65,8 @@ def prior_embeddings(painter, samples, batch: int = 64, seed: int = 0) -> torch.
     return torch.cat(out)
 
 
-def fit(x: torch.Tensor, y: torch.Tensor, epochs: int = 60, seed: int = 0) -> torch.nn.Module:
+def fit(x: torch.Tensor, y: torch.Tensor, epochs: int = 60, seed: int = 0):
+    """A probe `z -> (len(z), colours)` class indices, fitted on embeddings `x` and targets `y`."""
     torch.manual_seed(seed)
     mu, sd = x.mean(0), x.std(0) + 1e-6
     net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], 512), torch.nn.GELU(), torch.nn.Linear(512, 512),
@@ -82,7 +83,12 @@ def fit(x: torch.Tensor, y: torch.Tensor, epochs: int = 60, seed: int = 0) -> to
             opt.step()
             sched.step()
     net.eval()
-    return lambda z: net((z - mu) / sd).view(-1, len(COLOURS), len(CLASSES)).argmax(-1)
+
+    @torch.no_grad()
+    def probe(z: torch.Tensor) -> torch.Tensor:
+        return net((z - mu) / sd).view(-1, len(COLOURS), len(CLASSES)).argmax(-1)
+
+    return probe
 
 
 def shape_accuracy(pred: torch.Tensor, y: torch.Tensor) -> dict:
@@ -106,13 +112,12 @@ def main():
     probe = fit(xt, yt)
     report = {"model": a.model or "pintor-shapes", "train_scenes": a.train,
               "train": shape_accuracy(probe(xt), yt)}
-    with torch.no_grad():
-        for form in FORMS:
-            test = scenes(a.test, seed=202 + FORMS.index(form), form=form)
-            y = targets(test)
-            report[form] = {"true_embedding": shape_accuracy(probe(true_embeddings(painter, test)), y),
-                            "prior_embedding": shape_accuracy(probe(prior_embeddings(painter, test)), y)}
-            print(form, report[form], flush=True)
+    for form in FORMS:
+        test = scenes(a.test, seed=202 + FORMS.index(form), form=form)
+        y = targets(test)
+        report[form] = {"true_embedding": shape_accuracy(probe(true_embeddings(painter, test)), y),
+                        "prior_embedding": shape_accuracy(probe(prior_embeddings(painter, test)), y)}
+        print(form, report[form], flush=True)
     print(json.dumps(report, indent=2))
     if a.out:
         with open(a.out, "w") as f:

@@ -53,7 +53,7 @@ if __name__ == "__main__":
     ap.add_argument("--channels", default="32,64,128")
     ap.add_argument("--layers", type=int, default=1)
     ap.add_argument("--attn-full", action="store_true",
-                    help="cross-attention at the full latent resolution too (the shipped decoder has none there)")
+                    help="cross-attention at the full latent resolution too (Kandinsky22Sizes.unet_full_attention)")
     ap.add_argument("--lr", type=float, default=4e-4)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--n", type=int, default=24)
@@ -86,17 +86,10 @@ if __name__ == "__main__":
         CACHE.parent.mkdir(exist_ok=True)
         save_file({"latents": lat.contiguous(), "image_embeds": emb.contiguous()}, CACHE)
     c = load_file(CACHE)
-    sizes = replace(SHAPES, unet_channels=tuple(int(v) for v in a.channels.split(",")), unet_layers_per_block=a.layers)
+    sizes = replace(SHAPES, unet_channels=tuple(int(v) for v in a.channels.split(",")), unet_layers_per_block=a.layers,
+                    unet_full_attention=a.attn_full)
     torch.manual_seed(0)
-    if a.attn_full:
-        from pintor.architectures import _unet_kwargs
-
-        kw = _unet_kwargs(sizes)
-        n = len(sizes.unet_channels)
-        kw.update(down_block_types=("SimpleCrossAttnDownBlock2D",) * n, up_block_types=("SimpleCrossAttnUpBlock2D",) * n)
-        unet = UNet2DConditionModel(**kw)
-    else:
-        unet = build_unet(sizes)
+    unet = build_unet(sizes)
     print("unet params %.2fM" % (sum(p.numel() for p in unet.parameters()) / 1e6), flush=True)
     cfg = DecoderConfig(steps=a.steps, batch_size=a.batch, lr=a.lr, seed=4, resume=True,
                         checkpoint_every=max(50, min(500, a.steps // 10)))

@@ -50,6 +50,9 @@ class Kandinsky22Sizes:
     unet_layers_per_block: int = 1
     unet_head_dim: int = 8
     unet_cross_dim: int = 32
+    # Cross-attention on the image embedding at the full latent resolution too (the real decoder's first level
+    # has none). At 16x16 latents an object is two or three latent pixels, and that level draws its shape.
+    unet_full_attention: bool = False
     # 4 levels: latents are 1/8 of the image. SpatialNorm hard-codes 32 groups, so use multiples of 32.
     movq_channels: tuple[int, ...] = (32, 32, 32, 32)
     movq_layers_per_block: int = 1
@@ -90,8 +93,9 @@ SHAPES = Kandinsky22Sizes(
 
 def _unet_kwargs(s: Kandinsky22Sizes) -> dict:
     n = len(s.unet_channels)
-    down = ("ResnetDownsampleBlock2D",) + ("SimpleCrossAttnDownBlock2D",) * (n - 1)
-    up = ("SimpleCrossAttnUpBlock2D",) * (n - 1) + ("ResnetUpsampleBlock2D",)
+    plain = 0 if s.unet_full_attention else 1  # levels without attention, from the full resolution
+    down = ("ResnetDownsampleBlock2D",) * plain + ("SimpleCrossAttnDownBlock2D",) * (n - plain)
+    up = ("SimpleCrossAttnUpBlock2D",) * (n - plain) + ("ResnetUpsampleBlock2D",) * plain
     return dict(
         sample_size=None,
         in_channels=s.movq_latent_channels,
