@@ -501,7 +501,9 @@ def test_sizes_argument_overrides_the_shapes_sizes_and_builds():
     wide = parse_sizes('{"embed_dim": 128, "text_hidden": 128, "unet_channels": [32, 64, 128]}')
     assert wide.embed_dim == 128 and wide.unet_channels == (32, 64, 128) and wide.vision_hidden == SHAPES.vision_hidden
     for bad, message in (('{"embed_dimm": 1}', "--sizes must be a JSON object"), ("[1]", "--sizes must be a JSON"),
-                         ('{"embed_dim": 128}', "text_hidden must equal embed_dim")):
+                         ('{"embed_dim": 128}', "text_hidden must equal embed_dim"),
+                         ('{"unet_full_attention": "no"}', "unet_full_attention must be a bool"),
+                         ('{"unet_channels": 64}', "unet_channels must be a tuple")):
         with pytest.raises(ValueError, match=message):
             parse_sizes(bad)
     # A wider embedding reaches every component that reads it (TINY otherwise, to stay quick).

@@ -137,9 +137,17 @@ def _overridden(base, text: str, what: str):
         overrides = json.loads(text)
         if not isinstance(overrides, dict):
             raise TypeError("not an object")
-        return replace(base, **{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
+        overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+        new = replace(base, **overrides)
     except (json.JSONDecodeError, TypeError) as e:
         raise ValueError(f"{what} of {fields}, got {text!r} ({e})") from None
+    for k, v in overrides.items():
+        # replace() takes any value: "no" for a bool would switch it on. An int stands for a float.
+        want = type(getattr(base, k))
+        ok = type(v) is want or (want is float and type(v) is int) or getattr(base, k) is None
+        if not ok:
+            raise ValueError(f"{what}: {k} must be a {want.__name__} like {getattr(base, k)!r}, got {v!r}")
+    return new
 
 
 def _check_resume(old: dict, new: dict, work: Path, out: Path) -> list[str]:
