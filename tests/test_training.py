@@ -527,6 +527,49 @@ def test_full_attention_decoders_save_load_and_paint(tmp_path):
     assert img.size == (64, 64)
 
 
+def test_full_attention_grows_any_decoder_from_its_predictions(tiny_model, shapes_folder, tmp_path):
+    """`full_attention_unet_from` adds cross-attention at the full latent resolution to a trained UNet of each
+    kind without changing what it predicts; `pintor train decoder --full-attention` trains and ships one."""
+    from diffusers import UNet2DConditionModel
+
+    from pintor.architectures import build_unet
+    from pintor.training.cli import run
+    from pintor.training.components import controlnet_unet_from, full_attention_unet_from, inpaint_unet_from
+
+    torch.manual_seed(0)
+    base = build_unet(TINY).eval()
+    x, t, emb = torch.randn(2, 4, 8, 8), torch.tensor([10, 500]), torch.randn(2, TINY.embed_dim)
+    hint = torch.rand(2, 3, 64, 64)
+    for unet, inputs, cond in ((base, x, {}), (inpaint_unet_from(base), torch.cat([x, torch.rand(2, 5, 8, 8)], 1), {}),
+                               (controlnet_unet_from(base), x, {"hint": hint})):
+        grown = full_attention_unet_from(unet.eval(), seed=1).eval()
+        assert all(b.attentions for b in grown.down_blocks) and all(b.attentions for b in grown.up_blocks)
+        assert not hasattr(unet.down_blocks[0], "attentions") or not unet.down_blocks[0].attentions
+        with torch.no_grad():
+            kw = dict(encoder_hidden_states=None, added_cond_kwargs={"image_embeds": emb, **cond})
+            ref, out = unet(inputs, t, **kw).sample, grown(inputs, t, **kw).sample
+        assert ref.abs().max() > 0.1 and torch.allclose(out, ref, atol=1e-4)
+        again = full_attention_unet_from(grown)  # already grown: an identical copy
+        assert again is not grown and all(torch.equal(a, b) for a, b in
+                                          zip(again.state_dict().values(), grown.state_dict().values(), strict=True))
+    plain = build_unet(replace(TINY, unet_channels=(32, 64)))
+    plain.register_to_config(down_block_types=("DownBlock2D", "SimpleCrossAttnDownBlock2D"))
+    with pytest.raises(ValueError, match="got DownBlock2D / ResnetUpsampleBlock2D"):
+        full_attention_unet_from(plain)
+
+    out = tmp_path / "grown"
+    assert run(_parse(["train", "decoder", "--out", str(out), "--model", str(tiny_model), "--full-attention",
+                       "--data", str(shapes_folder), "--resolution", str(RES), "--steps", "2",
+                       "--batch-size", "4"])) == 0
+    trained = UNet2DConditionModel.from_pretrained(out / "model" / "decoder" / "unet")
+    assert trained.config.down_block_types[0] == "SimpleCrossAttnDownBlock2D"
+    assert trained.config.up_block_types[-1] == "SimpleCrossAttnUpBlock2D"
+    assert trained.down_blocks[0].attentions[0].to_out[0].weight.abs().max() > 0  # learned, not left at zero
+    img = pintor.load(out / "model", device="cpu").generate("a red circle", seed=0, steps=2, prior_steps=2,
+                                                            width=64, height=64, show_progress=False)[0]
+    assert img.size == (64, 64)
+
+
 def test_plan_argument_names_the_shipped_plan_or_overrides():
     from pintor.training.shapes import SHIPPED_PLAN, parse_plan, plan_for_budget
 

@@ -68,6 +68,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                                 "the noisiest steps, where the layout is decided, far more")
             t.add_argument("--snr-floor", type=float, metavar="F",
                            help="least weight of a step under min-SNR (e.g. 1: truncated SNR); default none")
+            t.add_argument("--full-attention", action="store_true",
+                           help="grow cross-attention on the image embedding at the full latent resolution too "
+                                "(new blocks start as no-ops, so training starts from the model's predictions)")
         if target == "prior":
             t.add_argument("--layout-weight", type=float, metavar="W",
                            help="weight of the layout loss (shapes world: asks the prior to place objects where "
@@ -162,7 +165,7 @@ def _run(args) -> int:
     out = Path(args.out)
 
     from pintor.training.clip import ClipConfig, train_clip
-    from pintor.training.components import controlnet_unet_from, inpaint_unet_from
+    from pintor.training.components import controlnet_unet_from, full_attention_unet_from, inpaint_unet_from
     from pintor.training.decoder import DecoderConfig, train_decoder
     from pintor.training.movq import MovqConfig, train_movq
     from pintor.training.prior import PriorConfig, train_prior
@@ -214,6 +217,8 @@ def _run(args) -> int:
             existing = c.inpaint_unet if kind == "inpaint" else c.controlnet_unet
             start_from = inpaint_unet_from if kind == "inpaint" else controlnet_unet_from
             unet = existing if existing is not None and not args.from_decoder else start_from(c.unet, seed=args.seed)
+        if args.full_attention:
+            unet = full_attention_unet_from(unet, seed=args.seed)
         r = train_decoder(unet, c.movq, c.image_encoder, c.image_processor, c.scheduler, pool, cfg, out)
         setattr(c, {"text2img": "unet", "inpaint": "inpaint_unet", "controlnet": "controlnet_unet"}[kind], r.model.cpu())
     meta = c.extra.pop("_meta", {})

@@ -155,6 +155,40 @@ def controlnet_unet_from(base, *, seed: int = 0):
     return unet
 
 
+def full_attention_unet_from(base, *, seed: int = 0):
+    """A copy of decoder UNet `base` with cross-attention on the image embedding at its full latent resolution
+    too (its first down and last up level, which have none in the real decoder's layout).
+
+    Every weight of `base` is copied; the new attention blocks are randomly initialised except their output
+    projections, which start at zero. Those blocks add their output to the residual stream, so the new UNet
+    starts from exactly `base`'s predictions and the fine-tune learns what the new level should read. Works for
+    text-to-image, inpaint and ControlNet UNets alike; a UNet that already has the attention is copied as it is.
+
+    Raises:
+        ValueError: `base`'s outer levels are not diffusers' `ResnetDownsampleBlock2D` / `ResnetUpsampleBlock2D`
+            (or already the cross-attention blocks), the Kandinsky 2.2 decoder layout.
+    """
+    attn_down, attn_up = "SimpleCrossAttnDownBlock2D", "SimpleCrossAttnUpBlock2D"
+    down, up = list(base.config.down_block_types), list(base.config.up_block_types)
+    if (down[0], up[-1]) == (attn_down, attn_up):
+        return copy.deepcopy(base)
+    if (down[0], up[-1]) != ("ResnetDownsampleBlock2D", "ResnetUpsampleBlock2D"):
+        raise ValueError(f"full attention grows a Kandinsky 2.2 decoder whose outer levels are "
+                         f"ResnetDownsampleBlock2D / ResnetUpsampleBlock2D, got {down[0]} / {up[-1]}")
+    torch.manual_seed(seed)
+    down[0], up[-1] = attn_down, attn_up
+    unet = _unet_from(base, down_block_types=tuple(down), up_block_types=tuple(up))
+    fresh = _copy_matching(base, unet)
+    if any(".attentions." not in k for k in fresh) or set(base.state_dict()) - set(unet.state_dict()):
+        raise ValueError(f"full attention changed more than the outer levels' attention: new {fresh[:4]}")
+    with torch.no_grad():
+        for block in (unet.down_blocks[0], unet.up_blocks[-1]):
+            for attn in block.attentions:
+                attn.to_out[0].weight.zero_()
+                attn.to_out[0].bias.zero_()
+    return unet
+
+
 @torch.no_grad()
 def standardize_movq_latents(movq, latents: torch.Tensor) -> tuple[list[float], float]:
     """Reparameterises a MoVQ so its latents have zero mean per channel and unit standard deviation.
