@@ -5,12 +5,15 @@
 
 Each `--take PART=MODEL` copies `MODEL/PART`'s weights (a run's fp32 output, or a checkpoint's
 `ema.safetensors` given as a file) into the copy as fp16, exactly as they would ship; the keys, shapes and
-dtypes must match the base's, so configs stay the base's. Everything else, `pintor.json` included, is copied.
+dtypes must match the base's, so configs stay the base's. A MODEL folder whose PART/config.json differs from the
+base's is a grown architecture (`pintor train decoder --full-attention`): its config is taken too, and its weights
+must hold every base key with the base's shape, plus new ones. Everything else, `pintor.json` included, is copied.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -18,13 +21,17 @@ from pathlib import Path
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 
-def checked_fp16(base_file: Path, src_file: Path) -> dict:
-    """`src_file`'s tensors as fp16, refused (ValueError) unless their keys, shapes and dtypes are `base_file`'s."""
+def checked_fp16(base_file: Path, src_file: Path, *, grown: bool = False) -> dict:
+    """`src_file`'s tensors as fp16, refused (ValueError) unless their keys, shapes and dtypes are `base_file`'s
+    (with `grown`, unless they hold every one of `base_file`'s keys, and more)."""
     import safetensors.torch as st
 
     want = st.load_file(base_file)
     got = {k: (v.half() if v.is_floating_point() else v) for k, v in st.load_file(src_file).items()}
-    if set(got) != set(want):
+    if grown and not set(got) > set(want):
+        raise ValueError(f"{src_file}: a grown part must hold all {len(want)} keys of {base_file} and more, "
+                         f"got {len(got)} keys, {len(set(want) - set(got))} of the base's missing")
+    if not grown and set(got) != set(want):
         raise ValueError(f"{src_file}: keys differ from {base_file} ({len(set(got) ^ set(want))} not in both)")
     bad = [k for k in want if got[k].shape != want[k].shape or got[k].dtype != want[k].dtype]
     if bad:
@@ -50,17 +57,23 @@ def main(argv=None) -> int:
         src_file = Path(src) if Path(src).is_file() else Path(src) / part / WEIGHTS
         if not src_file.is_file():
             sys.exit(f"candidate: --take {t!r}: no {src_file}")
-        pairs.append((part, src_file))
+        config = src_file.parent / "config.json"
+        grown = Path(src).is_dir() and config.is_file() and json.loads(config.read_text()) != json.loads(
+            (base / part / "config.json").read_text())
+        pairs.append((part, src_file, config if grown else None))
     try:  # every part is checked before anything is written
-        weights = {part: checked_fp16(base / part / WEIGHTS, src_file) for part, src_file in pairs}
+        weights = {part: checked_fp16(base / part / WEIGHTS, src_file, grown=config is not None)
+                   for part, src_file, config in pairs}
     except ValueError as e:
         sys.exit(f"candidate: {e}")
     import safetensors.torch as st
 
     shutil.copytree(base, out)
-    for part, src_file in pairs:
+    for part, src_file, config in pairs:
         st.save_file(weights[part], out / part / WEIGHTS)
-        print(f"{part} <- {src_file}")
+        if config is not None:
+            shutil.copyfile(config, out / part / "config.json")
+        print(f"{part} <- {src_file}" + (" (grown: its config too)" if config is not None else ""))
     print(out)
     return 0
 
