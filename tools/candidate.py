@@ -39,6 +39,12 @@ def checked_fp16(base_file: Path, src_file: Path, *, grown: bool = False) -> dic
     return got
 
 
+def _architecture(config: Path) -> dict:
+    # A config's fields less the bookkeeping ones (`_diffusers_version`...): a run saved by another diffusers
+    # version has the base's architecture still.
+    return {k: v for k, v in json.loads(config.read_text()).items() if not k.startswith("_")}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("out", help="the candidate folder to write (must not exist)")
@@ -58,8 +64,8 @@ def main(argv=None) -> int:
         if not src_file.is_file():
             sys.exit(f"candidate: --take {t!r}: no {src_file}")
         config = src_file.parent / "config.json"
-        grown = Path(src).is_dir() and config.is_file() and json.loads(config.read_text()) != json.loads(
-            (base / part / "config.json").read_text())
+        grown = Path(src).is_dir() and config.is_file() and _architecture(config) != _architecture(
+            base / part / "config.json")
         pairs.append((part, src_file, config if grown else None))
     try:  # every part is checked before anything is written
         weights = {part: checked_fp16(base / part / WEIGHTS, src_file, grown=config is not None)
