@@ -91,11 +91,17 @@ SHAPES = Kandinsky22Sizes(
 )
 
 
+# The decoder's (down, up) block types at a level without attention and at one with cross-attention on the image
+# embedding; `pintor.training.components.full_attention_unet_from` swaps the first for the second.
+UNET_PLAIN_BLOCKS = ("ResnetDownsampleBlock2D", "ResnetUpsampleBlock2D")
+UNET_ATTENTION_BLOCKS = ("SimpleCrossAttnDownBlock2D", "SimpleCrossAttnUpBlock2D")
+
+
 def _unet_kwargs(s: Kandinsky22Sizes) -> dict:
     n = len(s.unet_channels)
     plain = 0 if s.unet_full_attention else 1  # levels without attention, from the full resolution
-    down = ("ResnetDownsampleBlock2D",) * plain + ("SimpleCrossAttnDownBlock2D",) * (n - plain)
-    up = ("SimpleCrossAttnUpBlock2D",) * (n - plain) + ("ResnetUpsampleBlock2D",) * plain
+    down = (UNET_PLAIN_BLOCKS[0],) * plain + (UNET_ATTENTION_BLOCKS[0],) * (n - plain)
+    up = (UNET_ATTENTION_BLOCKS[1],) * (n - plain) + (UNET_PLAIN_BLOCKS[1],) * plain
     return dict(
         sample_size=None,
         in_channels=s.movq_latent_channels,

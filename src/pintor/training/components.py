@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from pintor.architectures import Kandinsky22Components
+from pintor.architectures import UNET_ATTENTION_BLOCKS, UNET_PLAIN_BLOCKS, Kandinsky22Components
 
 ROLES = ("prior", "decoder", "inpaint", "controlnet-depth")
 
@@ -168,15 +168,14 @@ def full_attention_unet_from(base, *, seed: int = 0):
         ValueError: `base`'s outer levels are not diffusers' `ResnetDownsampleBlock2D` / `ResnetUpsampleBlock2D`
             (or already the cross-attention blocks), the Kandinsky 2.2 decoder layout.
     """
-    attn_down, attn_up = "SimpleCrossAttnDownBlock2D", "SimpleCrossAttnUpBlock2D"
     down, up = list(base.config.down_block_types), list(base.config.up_block_types)
-    if (down[0], up[-1]) == (attn_down, attn_up):
+    if (down[0], up[-1]) == UNET_ATTENTION_BLOCKS:
         return copy.deepcopy(base)
-    if (down[0], up[-1]) != ("ResnetDownsampleBlock2D", "ResnetUpsampleBlock2D"):
+    if (down[0], up[-1]) != UNET_PLAIN_BLOCKS:
         raise ValueError(f"full attention grows a Kandinsky 2.2 decoder whose outer levels are "
-                         f"ResnetDownsampleBlock2D / ResnetUpsampleBlock2D, got {down[0]} / {up[-1]}")
+                         f"{' / '.join(UNET_PLAIN_BLOCKS)}, got {down[0]} / {up[-1]}")
     torch.manual_seed(seed)
-    down[0], up[-1] = attn_down, attn_up
+    down[0], up[-1] = UNET_ATTENTION_BLOCKS
     unet = _unet_from(base, down_block_types=tuple(down), up_block_types=tuple(up))
     fresh = _copy_matching(base, unet)
     if any(".attentions." not in k for k in fresh) or set(base.state_dict()) - set(unet.state_dict()):
