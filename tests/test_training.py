@@ -376,7 +376,8 @@ def test_cli_finetunes_a_pretrained_folder(tiny_model, shapes_folder, tmp_path):
     assert len(list(csv.DictReader(open(out / "loss.csv")))) == 3
 
     out = tmp_path / "controlnet"
-    assert run(_parse(["train", "controlnet", "--out", str(out), "--model", str(tiny_model), *common])) == 0
+    assert run(_parse(["train", "controlnet", "--out", str(out), "--model", str(tiny_model), "--low-noise", "0.5",
+                       "100", *common])) == 0
     # --resume on a finished run is a no-op that still writes the model.
     assert run(_parse(["train", "controlnet", "--out", str(out), "--model", str(tiny_model), "--resume",
                        *common])) == 0
@@ -452,7 +453,9 @@ def test_snr_weights_give_clean_latent_errors_clamped_snr_weight():
 
     for bad, message in (({"snr_floor": 6.0}, "snr_floor must be positive and at most snr_gamma (5.0), got 6.0"),
                          ({"snr_gamma": None, "snr_floor": 1.0}, "at most snr_gamma (None), got 1.0"),
-                         ({"snr_gamma": 0.0}, "snr_gamma must be positive or None (plain loss), got 0.0")):
+                         ({"snr_gamma": 0.0}, "snr_gamma must be positive or None (plain loss), got 0.0"),
+                         ({"low_noise_fraction": 1.5}, "low_noise_fraction must be in [0, 1], got 1.5"),
+                         ({"low_noise_max": 0}, "low_noise_max must be a timestep count >= 1, got 0")):
         with pytest.raises(ValueError, match=re.escape(message)):
             DecoderConfig(**bad).validate()
 
@@ -462,6 +465,9 @@ def test_snr_weights_give_clean_latent_errors_clamped_snr_weight():
     (["train", "decoder", "--snr-gamma", "-1"], "--snr-gamma must be 0 (plain loss) or positive, got -1.0"),
     (["train", "inpaint", "--snr-floor", "0"], "--snr-floor must be positive and at most the min-SNR gamma (5.0), got 0.0"),
     (["train", "decoder", "--snr-gamma", "0", "--snr-floor", "1"], "at most the min-SNR gamma (None), got 1.0"),
+    (["train", "decoder", "--low-noise", "0", "200"], "--low-noise takes a fraction in (0, 1] and a whole number"),
+    (["train", "decoder", "--low-noise", "0.5", "2.5"], "got 0.5 2.5"),
+    (["train", "decoder", "--low-noise", "0.5", "5000", "--pool-size", "4", "--steps", "1"], "low_noise_max is 5000, but the schedule has 1000"),
     (["train", "prior", "--layout-weight", "-1"], "--layout-weight must be 0 or positive, got -1.0"),
     (["train", "prior", "--relation-weight", "0"], "--relation-weight must be positive, got 0.0"),
     (["train", "decoder", "--data", "/no/such/folder"], "does not exist"),

@@ -68,6 +68,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                                 "the noisiest steps, where the layout is decided, far more")
             t.add_argument("--snr-floor", type=float, metavar="F",
                            help="least weight of a step under min-SNR (e.g. 1: truncated SNR); default none")
+            t.add_argument("--low-noise", type=float, nargs=2, metavar=("FRACTION", "T"),
+                           help="draw this fraction of timesteps from [0, T) instead of the whole schedule "
+                                "(the last steps, which draw outlines; default: none)")
             t.add_argument("--full-attention", action="store_true",
                            help="grow cross-attention on the image embedding at the full latent resolution too "
                                 "(new blocks start as no-ops, so training starts from the model's predictions)")
@@ -184,6 +187,12 @@ def _run(args) -> int:
                 raise ValueError(f"--snr-floor must be positive and at most the min-SNR gamma ({gamma}), "
                                  f"got {args.snr_floor}")
             extra["snr_floor"] = args.snr_floor
+        if args.low_noise is not None:
+            fraction, t_max = args.low_noise
+            if not (0 < fraction <= 1 and t_max >= 1 and t_max == int(t_max)):
+                raise ValueError(f"--low-noise takes a fraction in (0, 1] and a whole number of timesteps, got "
+                                 f"{fraction:g} {t_max:g}")
+            extra.update(low_noise_fraction=fraction, low_noise_max=int(t_max))
         cfg = _config(args, DecoderConfig, kind=kind, **extra)
     elif args.target == "prior":
         extra = {}
