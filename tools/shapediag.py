@@ -25,6 +25,8 @@ if __name__ == "__main__":
     ap.add_argument("--strengths", default="0.2,0.4,0.6,0.8,1.0")
     ap.add_argument("--noise", default="")
     ap.add_argument("--x0", default="")
+    ap.add_argument("--figure", help="write a PNG of pair scenes whose t=50 estimate fails: scene, round trip, "
+                                     "estimate (4x, nearest)")
     ap.add_argument("--quantize", action="store_true",
                     help="decode every latent through the MoVQ codebook (the pipelines skip it)")
     ap.add_argument("--model", default=None)
@@ -65,23 +67,44 @@ if __name__ == "__main__":
         print(f"noise_{sigma}", out[f"noise_{sigma}"], flush=True)
 
     unet, sched = b.pipeline("generate").unet, b.pipeline("generate").scheduler
+
+    def one_step(s, i, t):
+        x = torch.from_numpy(np.asarray(s.image, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+        g = torch.Generator().manual_seed(i)
+        emb, neg = embeds(s.image, g)
+        with torch.inference_mode():
+            z = movq.encode(x).latents
+            ab = sched.alphas_cumprod[t]
+            zt = ab.sqrt() * z + (1 - ab).sqrt() * torch.randn(z.shape, generator=g)
+            v = unet(torch.cat([zt, zt]), torch.tensor([t, t]), encoder_hidden_states=None,
+                     added_cond_kwargs={"image_embeds": torch.cat([neg, emb])}).sample[:, :4]
+            v = v[:1] + g_scale * (v[1:] - v[:1])
+            x0 = ab.sqrt() * zt - (1 - ab).sqrt() * v
+            rec = movq.decode(x0, force_not_quantize=True).sample
+        return ((rec[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+
     for t in [int(x) for x in a.x0.split(",") if x]:
-        def one_step(s, i, t=t):
-            x = torch.from_numpy(np.asarray(s.image, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
-            g = torch.Generator().manual_seed(i)
-            emb, neg = embeds(s.image, g)
-            with torch.inference_mode():
-                z = movq.encode(x).latents
-                ab = sched.alphas_cumprod[t]
-                zt = ab.sqrt() * z + (1 - ab).sqrt() * torch.randn(z.shape, generator=g)
-                v = unet(torch.cat([zt, zt]), torch.tensor([t, t]), encoder_hidden_states=None,
-                         added_cond_kwargs={"image_embeds": torch.cat([neg, emb])}).sample[:, :4]
-                v = v[:1] + g_scale * (v[1:] - v[:1])
-                x0 = ab.sqrt() * zt - (1 - ab).sqrt() * v
-                rec = movq.decode(x0, force_not_quantize=True).sample
-            return ((rec[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-        out[f"x0_{t}"] = judge_per_form(one_step, a.n, a.seed, True)
+        out[f"x0_{t}"] = judge_per_form(lambda s, i, t=t: one_step(s, i, t), a.n, a.seed, True)
         print(f"x0_{t}", out[f"x0_{t}"], flush=True)
+
+    if a.figure:
+        from PIL import Image
+
+        from pintor.data.shapes import make_sample, sample_spec
+        from pintor.eval.detector import judge
+
+        rows = []
+        for i in range(200):
+            rng = np.random.default_rng([a.seed, i, 2])  # the "pair" form's scenes, as judge_per_form draws them
+            s = make_sample(sample_spec(rng, form="pair", allow_held_out=True), rng)
+            est = one_step(s, i, t=50)
+            if not judge(est, s.caption).correct:
+                rows.append(np.concatenate([np.asarray(s.image), movq_round_trip(movq, s.image), est], 1))
+            if len(rows) == 4:
+                break
+        grid = Image.fromarray(np.concatenate(rows, 0))
+        grid.resize((grid.width * 2, grid.height * 2), Image.NEAREST).save(a.figure)
+        print("wrote", a.figure)
 
     for strength in [float(x) for x in a.strengths.split(",") if x]:
         if strength >= 1:
