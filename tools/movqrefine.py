@@ -15,40 +15,27 @@ import torch.nn.functional as F
 
 from pintor.training.components import load_components
 from pintor.training.data import ImagePool, build_shapes_pool
-from pintor.training.loop import LoopResult, TrainConfig, check_device, train_loop
-from pintor.training.movq import encode_latents
+from pintor.training.loop import LoopResult, check_device, train_loop
+from pintor.training.movq import MovqConfig, encode_latents
 
 
 @dataclass
-class MovqDecoderConfig(TrainConfig):
-    """Settings for fine-tuning a MoVQ's decoder on what a diffusion decoder paints (see `refine_movq_decoder`).
+class MovqDecoderConfig(MovqConfig):
+    """`MovqConfig`'s crops and losses (its VQ and standardising fields unused), for fine-tuning a MoVQ's decoder
+    on what a diffusion decoder paints (see `refine_movq_decoder`).
 
     Args:
-        crop (`int`): side of the random crops in pixels (a multiple of 8, cut on the latent grid).
-        full_fraction (`float`): the last fraction of steps trains on whole images, as in `MovqConfig`.
-        l1_weight, l2_weight (`float`): reconstruction loss weights.
         t_max (`int`): predicted latents come from noise levels `t` drawn uniformly in `[0, t_max)`.
         p_clean (`float`): fraction of samples decoded from the encoder's own latents, which keeps the round trip.
         guidance_scale (`float`): the diffusion decoder's guidance when predicting, as the pipelines sample.
         views (`int`): predicted latents made per pool image (each with its own `t` and noise).
-        object_crops (`float`): fraction of crops centred on an object.
     """
 
-    steps: int = 2000
-    batch_size: int = 16
     lr: float = 1e-4
-    weight_decay: float = 0.0
-    warmup_steps: int = 100
-    ema_decay: float | None = 0.998
-    crop: int = 64
-    full_fraction: float = 0.2
-    l1_weight: float = 1.0
-    l2_weight: float = 1.0
     t_max: int = 250
     p_clean: float = 0.25
     guidance_scale: float = 1.75
     views: int = 2
-    object_crops: float = 0.7
 
 
 @torch.no_grad()
