@@ -2,6 +2,7 @@
 CLIP image embeddings ("oracle") and judge them per form.
 
 Usage: python tools/decexp.py OUT --steps N [--channels 32,64,128] [--layers 1] [--attn-full] [--lr 4e-4] [--batch 32]
+                              [--device cuda] [--pool 15000] [--snr-floor 1] [--cache runs/v2cache.safetensors]
        python tools/decexp.py OUT --eval-only [--n 24]
 """
 import argparse
@@ -58,6 +59,10 @@ if __name__ == "__main__":
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--n", type=int, default=24)
     ap.add_argument("--eval-only", action="store_true")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--pool", type=int, default=15000, help="rendered images (seed 0); a new size needs a new --cache")
+    ap.add_argument("--snr-floor", type=float, default=None)
+    ap.add_argument("--cache", default=str(CACHE), help="latents and embeddings of the pool, made once")
     a = ap.parse_args()
     torch.set_num_threads(2)
     from dataclasses import replace
@@ -75,26 +80,32 @@ if __name__ == "__main__":
         unet = UNet2DConditionModel.from_pretrained(out if (out / "config.json").is_file() else out / "final")
         print(json.dumps(oracle(unet, enc, proc, movq, sched, n=a.n)))
         raise SystemExit
-    pool = build_shapes_pool(15000, seed=0)
-    if not CACHE.is_file():
+    pool = build_shapes_pool(a.pool, seed=0)
+    cache = Path(a.cache)
+    if not cache.is_file():
         from pintor.training.clip import image_embeddings
         from pintor.training.data import clip_resize
         from pintor.training.movq import encode_latents
 
-        lat = encode_latents(movq, pool, device="cpu")
-        emb = image_embeddings(enc, clip_resize(pool, proc), proc, device="cpu")
-        CACHE.parent.mkdir(exist_ok=True)
-        save_file({"latents": lat.contiguous(), "image_embeds": emb.contiguous()}, CACHE)
-    c = load_file(CACHE)
+        lat = encode_latents(movq.to(a.device), pool, device=a.device)
+        emb = image_embeddings(enc, clip_resize(pool, proc), proc, device=a.device)
+        movq.to("cpu"), enc.to("cpu")
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        save_file({"latents": lat.contiguous(), "image_embeds": emb.contiguous()}, cache)
+    c = load_file(cache)
+    if len(c["latents"]) != len(pool):
+        raise SystemExit(f"{cache} holds {len(c['latents'])} latents for a pool of {len(pool)}: name a new --cache")
     sizes = replace(SHAPES, unet_channels=tuple(int(v) for v in a.channels.split(",")), unet_layers_per_block=a.layers,
                     unet_full_attention=a.attn_full)
     torch.manual_seed(0)
     unet = build_unet(sizes)
     print("unet params %.2fM" % (sum(p.numel() for p in unet.parameters()) / 1e6), flush=True)
-    cfg = DecoderConfig(steps=a.steps, batch_size=a.batch, lr=a.lr, seed=4, resume=True,
+    cfg = DecoderConfig(steps=a.steps, batch_size=a.batch, lr=a.lr, seed=4, resume=True, device=a.device,
+                        snr_floor=a.snr_floor,
                         checkpoint_every=max(50, min(500, a.steps // 10)))
     r = train_decoder(unet, movq, enc, proc, sched, pool, cfg, out, latents=c["latents"], image_embeds=c["image_embeds"])
-    r.model.save_pretrained(out / "final")
+    r.model.to("cpu").save_pretrained(out / "final")
+    enc, movq = enc.to("cpu"), movq.to("cpu")
     res = oracle(r.model, enc, proc, movq, sched, n=a.n)
     res["minutes"] = round(r.seconds / 60, 1)
     print(json.dumps(res))

@@ -6,6 +6,9 @@
 #   run(command="STEPS=... bash tools/gpu_train.sh decoders", carry=[".whl"])   # decoder, then inpaint and ControlNet
 #                                                                             # fine-tuned from it
 #   run(command="bash tools/gpu_train.sh prior", carry=[".whl"])     # prior fine-tune with the layout loss
+#   run(command="bash tools/gpu_train.sh wide", carry=[".whl"])     # a decoder from scratch with 64 channels at 16x16
+#       (session 15's lead) on the shipped CLIP and MoVQ; comes back as wide-unet.safetensors + wide-unet-config.json,
+#       to ship beside the old-width inpaint and ControlNet decoders (a new config: copy both in whole)
 #   run(command="bash tools/gpu_train.sh parallel", carry=[".whl"])  # a decoder cycle, and inpaint and ControlNet
 #       decoders started over from the shipped decoder, all three at once (one small UNet leaves the GPU mostly
 #       idle); each is stopped at LIMIT seconds and then exported from its newest checkpoint's EMA weights
@@ -115,6 +118,23 @@ if len(rows) > 100:
 EOF
     done
     ;;
-  *) echo "usage: tools/gpu_train.sh probe|decoders|prior|parallel"; exit 2 ;;
+  wide)
+    STEPS=${STEPS:-16000}; BATCH=${BATCH:-128}; LIMIT=${LIMIT:-540}
+    echo "=== $(date +%T) decexp wide: $STEPS steps at batch $BATCH, stopped at $LIMIT s" | tee -a "$LOG"
+    timeout "$LIMIT" python3 tools/decexp.py "$WORK/wide" --steps "$STEPS" --batch "$BATCH" --lr "${LR:-1.2e-3}" \
+      --channels 64,64,128 --device "$DEVICE" --pool "$POOL" --snr-floor 1 --cache "$WORK/cache-$POOL.safetensors" \
+      2>&1 | tr '\r' '\n' | grep -v '^\s*$' | grep -E -v 'it/s\]$|s/it\]$' | tee -a "$LOG"
+    if [ -f "$WORK/wide/final/diffusion_pytorch_model.safetensors" ]; then
+      half "$WORK/wide/final/diffusion_pytorch_model.safetensors" "$OUT/wide-unet.safetensors"
+      cp "$WORK/wide/final/config.json" "$OUT/wide-unet-config.json"
+    else
+      from_checkpoint "$WORK/wide" "$OUT/wide-unet.safetensors"
+      python3 -c "import sys; sys.path.insert(0, 'src'); from dataclasses import replace; \
+from pintor.architectures import SHAPES, build_unet; \
+build_unet(replace(SHAPES, unet_channels=(64, 64, 128))).save_config(sys.argv[1])" "$WORK/wide-config"
+      cp "$WORK/wide-config/config.json" "$OUT/wide-unet-config.json"
+    fi
+    ;;
+  *) echo "usage: tools/gpu_train.sh probe|decoders|prior|parallel|wide"; exit 2 ;;
 esac
 tar -czf "$OUT/logs-$PART.tgz" -C "$WORK" $(cd "$WORK" && ls -d */loss.csv */loss.png */config.json 2>/dev/null)
