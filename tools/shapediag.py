@@ -16,7 +16,7 @@ import torch
 from scenes import judge_per_form
 
 import pintor
-from pintor.eval.evaluate import movq_round_trip
+from pintor.eval.evaluate import movq_decode, movq_round_trip
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
@@ -54,34 +54,33 @@ if __name__ == "__main__":
             neg = b._prior("", None, 1, [gen], 10, 1.25)[1]
         return emb, neg
 
+    def latent_of(image):
+        x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+        with torch.no_grad():
+            return movq.encode(x).latents
+
     for sigma in [float(x) for x in a.noise.split(",") if x]:
         def noisy(s, i, sigma=sigma):
-            x = torch.from_numpy(np.asarray(s.image, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
             g = torch.Generator().manual_seed(i)
-            with torch.no_grad():
-                z = movq.encode(x).latents
-                z = z + sigma * z.std() * torch.randn(z.shape, generator=g)
-                rec = movq.decode(z, force_not_quantize=True).sample
-            return ((rec[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+            z = latent_of(s.image)
+            return movq_decode(movq, z + sigma * z.std() * torch.randn(z.shape, generator=g))
         out[f"noise_{sigma}"] = judge_per_form(noisy, a.n, a.seed, True)
         print(f"noise_{sigma}", out[f"noise_{sigma}"], flush=True)
 
     unet, sched = b.pipeline("generate").unet, b.pipeline("generate").scheduler
 
     def one_step(s, i, t):
-        x = torch.from_numpy(np.asarray(s.image, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
         g = torch.Generator().manual_seed(i)
         emb, neg = embeds(s.image, g)
+        z = latent_of(s.image)
         with torch.inference_mode():
-            z = movq.encode(x).latents
             ab = sched.alphas_cumprod[t]
             zt = ab.sqrt() * z + (1 - ab).sqrt() * torch.randn(z.shape, generator=g)
             v = unet(torch.cat([zt, zt]), torch.tensor([t, t]), encoder_hidden_states=None,
                      added_cond_kwargs={"image_embeds": torch.cat([neg, emb])}).sample[:, :4]
             v = v[:1] + g_scale * (v[1:] - v[:1])
             x0 = ab.sqrt() * zt - (1 - ab).sqrt() * v
-            rec = movq.decode(x0, force_not_quantize=True).sample
-        return ((rec[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+        return movq_decode(movq, x0)
 
     for t in [int(x) for x in a.x0.split(",") if x]:
         out[f"x0_{t}"] = judge_per_form(lambda s, i, t=t: one_step(s, i, t), a.n, a.seed, True)

@@ -306,6 +306,15 @@ def _form_scenes(cfg: EvalConfig, offset: int):
             yield form, k, caption_for(spec), image
 
 
+def movq_decode(movq, latents) -> np.ndarray:
+    """The first of `latents` decoded by a MoVQ (`VQModel`) the way the pipelines decode latents, as uint8 RGB."""
+    import torch
+
+    with torch.no_grad():
+        rec = movq.decode(latents, force_not_quantize=True).sample
+    return ((rec[0].float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
 def movq_round_trip(movq, image) -> np.ndarray:
     """`image` encoded and decoded by a MoVQ (`VQModel`) the way the pipelines decode latents, as uint8 RGB."""
     import torch
@@ -313,8 +322,8 @@ def movq_round_trip(movq, image) -> np.ndarray:
     p = next(movq.parameters())
     x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
     with torch.no_grad():
-        rec = movq.decode(movq.encode(x.to(p.device, p.dtype)).latents, force_not_quantize=True).sample
-    return ((rec[0].float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+        latents = movq.encode(x.to(p.device, p.dtype)).latents
+    return movq_decode(movq, latents)
 
 
 def evaluate_variations(painter, cfg: EvalConfig, cases: list[Case], bar=None) -> dict:

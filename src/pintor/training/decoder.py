@@ -125,6 +125,9 @@ def train_decoder(unet, movq, image_encoder, image_processor, noise_scheduler, p
     if cfg.kind == "controlnet" and pool.depth is None:
         raise ValueError("controlnet training needs depth maps; the image folder's metadata.jsonl needs a "
                          "'depth_file' (or 'conditioning_image') column")
+    if cfg.low_noise_max > len(noise_scheduler.alphas_cumprod):
+        raise ValueError(f"low_noise_max is {cfg.low_noise_max}, but the schedule has "
+                         f"{len(noise_scheduler.alphas_cumprod)} timesteps")
     if latents is None:
         latents = encode_latents(frozen(movq, device), pool, device=device, progress=cfg.progress)
     moved = cfg.kind == "inpaint" and cfg.p_moved_embeds > 0
@@ -146,8 +149,6 @@ def train_decoder(unet, movq, image_encoder, image_processor, noise_scheduler, p
         raise ValueError(f"the decoder trains epsilon or v_prediction, the scheduler says {prediction!r}")
     v_pred = prediction == "v_prediction"
     n_t = len(alphas)
-    if cfg.low_noise_max > n_t:
-        raise ValueError(f"low_noise_max is {cfg.low_noise_max}, but the schedule has {n_t} timesteps")
     res = pool.resolution
 
     def step(i: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
