@@ -576,6 +576,57 @@ def test_full_attention_grows_any_decoder_from_its_predictions(tiny_model, shape
     assert img.size == (64, 64)
 
 
+def test_widening_doubles_the_first_level_and_keeps_what_it_computes(tiny_model, shapes_folder, tmp_path):
+    """`wider_unet_from` doubles a UNet's full-resolution channels (each old channel twice, in one GroupNorm
+    group): the time embedding and the whole first down level compute what they did, for each kind of UNet;
+    `pintor train decoder --widen` trains and ships one that still paints."""
+    from diffusers import UNet2DConditionModel
+
+    from pintor.architectures import build_unet
+    from pintor.training.cli import run
+    from pintor.training.components import (
+        controlnet_unet_from,
+        full_attention_unet_from,
+        inpaint_unet_from,
+        wider_unet_from,
+    )
+
+    torch.manual_seed(0)
+    x, t, emb = torch.randn(2, 4, 8, 8), torch.tensor([10, 500]), torch.randn(2, TINY.embed_dim)
+    hint = torch.rand(2, 3, 64, 64)
+    for channels in ((32, 64), (32, 64, 64)):
+        base = build_unet(replace(TINY, unet_channels=channels)).eval()
+        for unet, inputs, cond in ((base, x, {}),
+                                   (inpaint_unet_from(base), torch.cat([x, torch.rand(2, 5, 8, 8)], 1), {}),
+                                   (controlnet_unet_from(base), x, {"hint": hint})):
+            wide = wider_unet_from(unet.eval(), seed=1).eval()
+            assert wide.config.block_out_channels == (64, *channels[1:])
+            acts = {}
+            for name, m in (("old", unet), ("new", wide)):
+                m.down_blocks[0].register_forward_hook(lambda _m, _i, o, name=name, acts=acts: acts.__setitem__(name, o[0]))
+            kw = dict(encoder_hidden_states=None, added_cond_kwargs={"image_embeds": emb, **cond})
+            with torch.no_grad():
+                ref, out = unet(inputs, t, **kw).sample, wide(inputs, t, **kw).sample
+                temb = [m.time_embedding(m.time_proj(t)) for m in (unet, wide)]
+            assert torch.allclose(temb[0], temb[1], atol=1e-5)
+            old, new = acts["old"], acts["new"]
+            assert new.shape[1] == 2 * old.shape[1] and old.abs().max() > 0.1
+            assert torch.allclose(new[:, 0::2], old, atol=1e-5) and torch.allclose(new[:, 1::2], old, atol=1e-5)
+            assert out.shape == ref.shape and torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="widening needs a Kandinsky 2.2 decoder whose first level is"):
+        wider_unet_from(full_attention_unet_from(build_unet(TINY)))
+
+    out = tmp_path / "wide"
+    assert run(_parse(["train", "decoder", "--out", str(out), "--model", str(tiny_model), "--widen",
+                       "--data", str(shapes_folder), "--resolution", str(RES), "--steps", "2",
+                       "--batch-size", "4"])) == 0
+    trained = UNet2DConditionModel.from_pretrained(out / "model" / "decoder" / "unet")
+    assert trained.config.block_out_channels[0] == 2 * TINY.unet_channels[0]
+    img = pintor.load(out / "model", device="cpu").generate("a red circle", seed=0, steps=2, prior_steps=2,
+                                                            width=64, height=64, show_progress=False)[0]
+    assert img.size == (64, 64)
+
+
 def test_plan_argument_names_the_shipped_plan_or_overrides():
     from pintor.training.shapes import SHIPPED_PLAN, parse_plan, plan_for_budget
 

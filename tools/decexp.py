@@ -3,6 +3,7 @@ CLIP image embeddings ("oracle") and judge them per form.
 
 Usage: python tools/decexp.py OUT --steps N [--channels 32,64,128] [--layers 1] [--attn-full] [--lr 4e-4] [--batch 32]
                               [--device cuda] [--pool 15000] [--snr-floor 1] [--cache runs/v2cache.safetensors]
+                              [--init UNET_DIR] [--warmup 200]
        python tools/decexp.py OUT --eval-only [--n 24]
 """
 import argparse
@@ -63,6 +64,8 @@ if __name__ == "__main__":
     ap.add_argument("--pool", type=int, default=15000, help="rendered images (seed 0); a new size needs a new --cache")
     ap.add_argument("--snr-floor", type=float, default=None)
     ap.add_argument("--cache", default=str(CACHE), help="latents and embeddings of the pool, made once")
+    ap.add_argument("--init", default=None, help="start from this UNet (e.g. tools/widen.py's) instead of scratch")
+    ap.add_argument("--warmup", type=int, default=200)
     a = ap.parse_args()
     torch.set_num_threads(2)
     from dataclasses import replace
@@ -98,10 +101,10 @@ if __name__ == "__main__":
     sizes = replace(SHAPES, unet_channels=tuple(int(v) for v in a.channels.split(",")), unet_layers_per_block=a.layers,
                     unet_full_attention=a.attn_full)
     torch.manual_seed(0)
-    unet = build_unet(sizes)
+    unet = UNet2DConditionModel.from_pretrained(a.init, torch_dtype=torch.float32) if a.init else build_unet(sizes)
     print("unet params %.2fM" % (sum(p.numel() for p in unet.parameters()) / 1e6), flush=True)
     cfg = DecoderConfig(steps=a.steps, batch_size=a.batch, lr=a.lr, seed=4, resume=True, device=a.device,
-                        snr_floor=a.snr_floor,
+                        snr_floor=a.snr_floor, warmup_steps=a.warmup,
                         checkpoint_every=max(50, min(500, a.steps // 10)))
     r = train_decoder(unet, movq, enc, proc, sched, pool, cfg, out, latents=c["latents"], image_embeds=c["image_embeds"])
     r.model.to("cpu").save_pretrained(out / "final")

@@ -74,6 +74,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             t.add_argument("--full-attention", action="store_true",
                            help="grow cross-attention on the image embedding at the full latent resolution too "
                                 "(new blocks start as no-ops, so training starts from the model's predictions)")
+            t.add_argument("--widen", action="store_true",
+                           help="double the UNet's channels at the full latent resolution (Net2WiderNet: the "
+                                "grown UNet starts from nearly the model's predictions)")
         if target == "prior":
             t.add_argument("--layout-weight", type=float, metavar="W",
                            help="weight of the layout loss (shapes world: asks the prior to place objects where "
@@ -168,7 +171,12 @@ def _run(args) -> int:
     out = Path(args.out)
 
     from pintor.training.clip import ClipConfig, train_clip
-    from pintor.training.components import controlnet_unet_from, full_attention_unet_from, inpaint_unet_from
+    from pintor.training.components import (
+        controlnet_unet_from,
+        full_attention_unet_from,
+        inpaint_unet_from,
+        wider_unet_from,
+    )
     from pintor.training.decoder import DecoderConfig, train_decoder
     from pintor.training.movq import MovqConfig, train_movq
     from pintor.training.prior import PriorConfig, train_prior
@@ -226,6 +234,8 @@ def _run(args) -> int:
             existing = c.inpaint_unet if kind == "inpaint" else c.controlnet_unet
             start_from = inpaint_unet_from if kind == "inpaint" else controlnet_unet_from
             unet = existing if existing is not None and not args.from_decoder else start_from(c.unet, seed=args.seed)
+        if args.widen:
+            unet = wider_unet_from(unet, seed=args.seed)
         if args.full_attention:
             unet = full_attention_unet_from(unet, seed=args.seed)
         r = train_decoder(unet, c.movq, c.image_encoder, c.image_processor, c.scheduler, pool, cfg, out)
