@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 from scenes import judge_per_form
 
-import pintor
+from pintor.registry import embedded_path
 
-WEIGHTS = Path(pintor.__file__).parent / "weights/pintor-shapes"
+WEIGHTS = embedded_path()
 CACHE = Path("runs/v2cache.safetensors")
 
 
@@ -64,7 +64,9 @@ if __name__ == "__main__":
     ap.add_argument("--pool", type=int, default=15000, help="rendered images (seed 0); a new size needs a new --cache")
     ap.add_argument("--snr-floor", type=float, default=None)
     ap.add_argument("--cache", default=str(CACHE), help="latents and embeddings of the pool, made once")
-    ap.add_argument("--init", default=None, help="start from this UNet (e.g. tools/widen.py's) instead of scratch")
+    ap.add_argument("--init", default=None,
+                    help="start from this UNet (e.g. tools/widen.py's) instead of scratch; its config then sets the "
+                         "sizes, not --channels / --layers / --attn-full")
     ap.add_argument("--warmup", type=int, default=200)
     a = ap.parse_args()
     torch.set_num_threads(2)

@@ -8,13 +8,12 @@ trained one instead of training one from scratch (`tools/decexp.py OUT --init DI
 Usage: python tools/widen.py OUT [--base DIR] [--seed 0]
 """
 import argparse
-from pathlib import Path
 
 import torch
 
-import pintor
+from pintor.registry import embedded_path
 
-BASE = Path(pintor.__file__).parent / "weights/pintor-shapes/decoder/unet"
+BASE = embedded_path() / "decoder/unet"
 
 if __name__ == "__main__":
     from diffusers import UNet2DConditionModel

@@ -240,7 +240,8 @@ def wider_unet_from(base, *, seed: int = 0, spread: float = 0.1):
 
     Raises:
         ValueError: `base`'s first level is not diffusers' `ResnetDownsampleBlock2D` / `ResnetUpsampleBlock2D`
-            (the Kandinsky 2.2 decoder layout), or it has fewer than two levels.
+            (the Kandinsky 2.2 decoder layout), its time embedding is not positional, or it has fewer than two
+            levels.
     """
     cfg = base.config
     ch = list(cfg.block_out_channels)
@@ -272,26 +273,26 @@ def wider_unet_from(base, *, seed: int = 0, spread: float = 0.1):
         plan.update({f"{name}.norm1": (cat, None), f"{name}.conv1": ([wide], cat),
                      f"{name}.conv_shortcut": ([wide], cat)})
     gen = torch.Generator().manual_seed(seed)
+    fresh = set(_copy_matching(base, unet))  # every tensor the widening leaves as it was
     old, new = base.state_dict(), unet.state_dict()
     for k, v in new.items():
+        if k not in fresh:
+            continue
         prefix = k.rsplit(".", 1)[0]
-        if k == "time_embedding.linear_1.weight" and v.shape != old[k].shape:
+        if k == "time_embedding.linear_1.weight":
             # old column j is cos_j (j < c0/2) or sin_(j - c0/2); the frequency of old j is that of new 2j
             half, j = c0 // 2, torch.arange(c0 // 2)
             v.zero_()
             v[:, 2 * j], v[:, c0 + 2 * j] = old[k][:, j], old[k][:, half + j]
-        elif prefix in plan:
+        elif prefix in plan and k in old:
             out_segs, in_segs = plan[prefix]
             grown = _widen_tensor(old[k], out_segs, in_segs, gen, spread)
             if grown.shape != v.shape:
                 raise ValueError(f"widening mapped {k} to {tuple(grown.shape)}, the new UNet has {tuple(v.shape)}")
             v.copy_(grown)
-        elif k in old and old[k].shape == v.shape:
-            v.copy_(old[k])
         else:
             raise ValueError(f"widening has no map for {k}: {tuple(old[k].shape) if k in old else None} -> "
                              f"{tuple(v.shape)}")
-    unet.load_state_dict(new)
     return unet
 
 
