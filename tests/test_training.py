@@ -437,6 +437,28 @@ def test_relation_weight_draws_relation_captions_more_often(tmp_path):
     assert len(texts) >= 4 * 32 and sum(any(w in t for w in relation_words) for t in texts) > 0.9 * len(texts)
 
 
+def test_background_balance_evens_out_the_backgrounds_drawn():
+    from pintor.training import build_shapes_pool
+    from pintor.training.decoder import background_weights
+
+    captions = build_shapes_pool(600, seed=0, progress=False).captions
+
+    def share(weights):
+        out = {}
+        for c, w in zip(captions, weights.tolist(), strict=True):
+            bg = c.rsplit(" on a ", 1)[1].split()[0] if c.endswith(" background") else "white"
+            out[bg] = out.get(bg, 0.0) + w
+        return out
+
+    data = share(background_weights(captions, 0.0))  # the data's own mix: white 0.6, black and gray 0.2 each
+    assert data["white"] > 0.5 and 0.12 < data["gray"] < 0.28 and 0.12 < data["black"] < 0.28
+    even = share(background_weights(captions, 1.0))
+    assert all(abs(v - 1 / 3) < 1e-5 for v in even.values()) and set(even) == {"white", "gray", "black"}
+    half = share(background_weights(captions, 0.5))
+    assert abs(half["gray"] - (data["gray"] + 1 / 3) / 2) < 1e-5
+    assert abs(sum(background_weights(captions, 0.5).tolist()) - 1) < 1e-5
+
+
 def test_snr_weights_give_clean_latent_errors_clamped_snr_weight():
     from pintor.training.decoder import snr_weights
 
@@ -455,7 +477,8 @@ def test_snr_weights_give_clean_latent_errors_clamped_snr_weight():
                          ({"snr_gamma": None, "snr_floor": 1.0}, "at most snr_gamma (None), got 1.0"),
                          ({"snr_gamma": 0.0}, "snr_gamma must be positive or None (plain loss), got 0.0"),
                          ({"low_noise_fraction": 1.5}, "low_noise_fraction must be in [0, 1], got 1.5"),
-                         ({"low_noise_max": 0}, "low_noise_max must be a timestep count >= 1, got 0")):
+                         ({"low_noise_max": 0}, "low_noise_max must be a timestep count >= 1, got 0"),
+                         ({"background_balance": 2.0}, "background_balance must be in [0, 1], got 2.0")):
         with pytest.raises(ValueError, match=re.escape(message)):
             DecoderConfig(**bad).validate()
 
@@ -468,6 +491,7 @@ def test_snr_weights_give_clean_latent_errors_clamped_snr_weight():
     (["train", "decoder", "--low-noise", "0", "200"], "--low-noise takes a fraction in (0, 1] and a whole number"),
     (["train", "decoder", "--low-noise", "0.5", "2.5"], "got 0.5 2.5"),
     (["train", "decoder", "--low-noise", "0.5", "5000", "--pool-size", "4", "--steps", "1"], "low_noise_max is 5000, but the schedule has 1000"),
+    (["train", "decoder", "--background-balance", "1.5"], "--background-balance must be in [0, 1], got 1.5"),
     (["train", "prior", "--layout-weight", "-1"], "--layout-weight must be 0 or positive, got -1.0"),
     (["train", "prior", "--relation-weight", "0"], "--relation-weight must be positive, got 0.0"),
     (["train", "decoder", "--data", "/no/such/folder"], "does not exist"),

@@ -29,6 +29,9 @@ class MovqDecoderConfig(MovqConfig):
         p_clean (`float`): fraction of samples decoded from the encoder's own latents, which keeps the round trip.
         guidance_scale (`float`): the diffusion decoder's guidance when predicting, as the pipelines sample.
         views (`int`): predicted latents made per pool image (each with its own `t` and noise).
+        p_gray (`float`, *optional*): fraction of each batch drawn from the pool's gray-background images
+            (whose edges a pixel loss weighs least: gray is nearer every palette colour than white or black);
+            `None` draws uniformly.
     """
 
     lr: float = 1e-4
@@ -36,6 +39,7 @@ class MovqDecoderConfig(MovqConfig):
     p_clean: float = 0.25
     guidance_scale: float = 1.75
     views: int = 2
+    p_gray: float | None = None
 
 
 @torch.no_grad()
@@ -110,11 +114,17 @@ def refine_movq_decoder(movq, unet, noise_scheduler, image_encoder, image_proces
                               image_processor, device=device, progress=cfg.progress)
     negative = zero_image_embedding(frozen(image_encoder, device), device=device)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
-    fixed_unet = frozen(unet, device)
-    predicted = torch.stack([predicted_latents(fixed_unet, noise_scheduler, latents, embeds, negative,
-                                               t_max=cfg.t_max, guidance_scale=cfg.guidance_scale, generator=gen,
-                                               device=device, progress=cfg.progress) for _ in range(cfg.views)])
-    del fixed_unet
+    if cfg.p_clean < 1:
+        fixed_unet = frozen(unet, device)
+        predicted = torch.stack([predicted_latents(fixed_unet, noise_scheduler, latents, embeds, negative,
+                                                   t_max=cfg.t_max, guidance_scale=cfg.guidance_scale,
+                                                   generator=gen, device=device, progress=cfg.progress)
+                                 for _ in range(cfg.views)])
+        del fixed_unet
+    else:  # plain round trips only: no UNet estimates needed
+        predicted = latents[None]
+    gray = torch.tensor([c.endswith("on a gray background") for c in pool.captions])
+    gray_idx, other_idx = gray.nonzero()[:, 0], (~gray).nonzero()[:, 0]
     scale = res // latents.shape[-1]
     movq = movq.to(device)
     movq.requires_grad_(False)
@@ -128,8 +138,13 @@ def refine_movq_decoder(movq, unet, noise_scheduler, image_encoder, image_proces
     def step(i: int, g: torch.Generator) -> dict[str, torch.Tensor]:
         full = i >= full_from or crop == res
         b = (full_batch if crop != res else cfg.batch_size) if full else cfg.batch_size
-        idx = torch.randint(len(pool), (b,), generator=g)
-        view = torch.randint(cfg.views, (b,), generator=g)
+        if cfg.p_gray is None or not len(gray_idx) or not len(other_idx):
+            idx = torch.randint(len(pool), (b,), generator=g)
+        else:
+            pick_gray = torch.rand(b, generator=g) < cfg.p_gray
+            idx = torch.where(pick_gray, gray_idx[torch.randint(len(gray_idx), (b,), generator=g)],
+                              other_idx[torch.randint(len(other_idx), (b,), generator=g)])
+        view = torch.randint(len(predicted), (b,), generator=g)
         clean = torch.rand(b, generator=g) < cfg.p_clean
         z = torch.where(clean[:, None, None, None], latents[idx], predicted[view, idx])
         x = pool.images[idx].float() / 127.5 - 1
@@ -169,6 +184,7 @@ if __name__ == "__main__":
     ap.add_argument("--p-clean", type=float, default=0.25)
     ap.add_argument("--views", type=int, default=2)
     ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--p-gray", type=float, default=None)
     ap.add_argument("--seed", type=int, default=21)
     ap.add_argument("--resume", action="store_true")
     a = ap.parse_args()
@@ -176,7 +192,7 @@ if __name__ == "__main__":
     c = load_components(a.model)
     pool = build_shapes_pool(a.pool, seed=a.seed)
     cfg = MovqDecoderConfig(steps=a.steps, batch_size=a.batch_size, t_max=a.t_max, p_clean=a.p_clean,
-                            views=a.views, lr=a.lr, seed=a.seed, resume=a.resume, checkpoint_every=250)
+                            views=a.views, lr=a.lr, p_gray=a.p_gray, seed=a.seed, resume=a.resume, checkpoint_every=250)
     res = refine_movq_decoder(c.movq, c.unet, c.scheduler, c.image_encoder, c.image_processor, pool, cfg, a.out)
     res.model.save_pretrained(Path(a.out) / "model" / "decoder" / "movq", safe_serialization=True)
     print("saved", Path(a.out) / "model" / "decoder" / "movq", f"{res.seconds:.0f}s")

@@ -71,6 +71,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             t.add_argument("--low-noise", type=float, nargs=2, metavar=("FRACTION", "T"),
                            help="draw this fraction of timesteps from [0, T) instead of the whole schedule "
                                 "(the last steps, which draw outlines; default: none)")
+            t.add_argument("--background-balance", type=float, metavar="B",
+                           help="even out the backgrounds captions name when drawing images: 0 (default) draws "
+                                "images uniformly, 1 each background equally often")
             t.add_argument("--full-attention", action="store_true",
                            help="grow cross-attention on the image embedding at the full latent resolution too "
                                 "(new blocks start as no-ops, so training starts from the model's predictions)")
@@ -201,6 +204,10 @@ def _run(args) -> int:
                 raise ValueError(f"--low-noise takes a fraction in (0, 1] and a whole number of timesteps, got "
                                  f"{fraction:g} {t_max:g}")
             extra.update(low_noise_fraction=fraction, low_noise_max=int(t_max))
+        if args.background_balance is not None:
+            if not 0 <= args.background_balance <= 1:
+                raise ValueError(f"--background-balance must be in [0, 1], got {args.background_balance:g}")
+            extra["background_balance"] = args.background_balance
         cfg = _config(args, DecoderConfig, kind=kind, **extra)
     elif args.target == "prior":
         extra = {}

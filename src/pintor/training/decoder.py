@@ -40,6 +40,10 @@ class DecoderConfig(TrainConfig):
             instead of the whole schedule. The last sampling steps decide an object's outline, and a MoVQ
             decoder turns small errors in those latents into rounded squares and blunted stars.
         low_noise_max (`int`): the end (exclusive) of those timesteps.
+        background_balance (`float`): how far to even out the backgrounds that captions name (`" on a
+            {background} background"`, white when none) when drawing training images: 0 draws images
+            uniformly, 1 draws each background equally often, values between mix the two. The shapes world
+            names no background 40% of the time, so its gray and black scenes are a fifth each of the data.
     """
 
     kind: str = "text2img"
@@ -56,9 +60,12 @@ class DecoderConfig(TrainConfig):
     p_moved_embeds: float = 0.5
     low_noise_fraction: float = 0.0
     low_noise_max: int = 250
+    background_balance: float = 0.0
 
     def validate(self) -> None:
         super().validate()
+        if not 0 <= self.background_balance <= 1:
+            raise ValueError(f"background_balance must be in [0, 1], got {self.background_balance!r}")
         if not 0 <= self.low_noise_fraction <= 1:
             raise ValueError(f"low_noise_fraction must be in [0, 1], got {self.low_noise_fraction!r}")
         if not self.low_noise_max >= 1:
@@ -69,6 +76,17 @@ class DecoderConfig(TrainConfig):
         if self.snr_floor is not None and (self.snr_gamma is None or not 0 < self.snr_floor <= self.snr_gamma):
             raise ValueError(f"snr_floor must be positive and at most snr_gamma ({self.snr_gamma}), "
                              f"got {self.snr_floor!r}")
+
+
+def background_weights(captions: list[str], balance: float) -> torch.Tensor:
+    """Sampling weights of `captions` that give each named background (white when none) a share between its
+    share of the data (`balance` 0) and an equal one (`balance` 1); they sum to 1."""
+    names = [c.rsplit(" on a ", 1)[1][: -len(" background")] if c.endswith(" background") and " on a " in c
+             else "white" for c in captions]
+    counts = {n: names.count(n) for n in set(names)}
+    uniform = torch.full((len(names),), 1.0 / len(names), dtype=torch.float64)
+    even = torch.tensor([1.0 / (len(counts) * counts[n]) for n in names], dtype=torch.float64)
+    return ((1 - balance) * uniform + balance * even).float()
 
 
 def snr_weights(snr: torch.Tensor, gamma: float, floor: float | None = None, *, v_pred: bool) -> torch.Tensor:
@@ -151,9 +169,14 @@ def train_decoder(unet, movq, image_encoder, image_processor, noise_scheduler, p
     n_t = len(alphas)
     res = pool.resolution
 
+    draw = background_weights(pool.captions, cfg.background_balance) if cfg.background_balance else None
+
     def step(i: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
         b = cfg.batch_size
-        idx = torch.randint(len(pool), (b,), generator=gen)
+        if draw is None:
+            idx = torch.randint(len(pool), (b,), generator=gen)
+        else:
+            idx = torch.multinomial(draw, b, replacement=True, generator=gen)
         x0 = latents[idx]
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(n_t, (b,), generator=gen)
