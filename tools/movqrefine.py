@@ -1,4 +1,6 @@
-"""Session 15's experiment: fine-tune the shipped MoVQ's decoder on the decoder UNet's predicted latents.
+"""Fine-tunes the shipped MoVQ's decoder (its encoder, and so every latent, fixed): v9's MoVQ decoder came from plain
+round trips weighted towards gray backgrounds (`--p-clean 1 --p-gray 0.6`, session 17); session 15 tried it on the
+decoder UNet's predicted latents.
 
 800 steps did not help (docs/pintor-shapes-log.md, session 15): the UNet's one-step estimates have already
 lost the outline that the decoder would have to restore.
