@@ -5,7 +5,8 @@ decoder UNet's predicted latents.
 800 steps did not help (docs/pintor-shapes-log.md, session 15): the UNet's one-step estimates have already
 lost the outline that the decoder would have to restore.
 
-Usage: python tools/movqrefine.py OUT [--steps N] [--pool N] [--t-max T] [--p-clean P] [--lr LR] [--resume]
+Usage: python tools/movqrefine.py OUT [--model M] [--steps N] [--pool N] [--t-max T] [--p-clean P] [--p-gray P] [--lr LR]
+       [--seed S] [--resume]
 Writes OUT/model/decoder/movq (for tools/candidate.py --take decoder/movq=OUT/model).
 """
 import argparse
