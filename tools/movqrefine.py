@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from pintor.data.shapes import named_background
 from pintor.training.components import load_components
 from pintor.training.data import ImagePool, build_shapes_pool
 from pintor.training.loop import LoopResult, check_device, train_loop
@@ -113,11 +114,11 @@ def refine_movq_decoder(movq, unet, noise_scheduler, image_encoder, image_proces
         raise ValueError(f"views must be >= 1, got {cfg.views}")
     torch.manual_seed(cfg.seed)
     latents = encode_latents(frozen(movq, device), pool, device=device, progress=cfg.progress)
-    embeds = image_embeddings(image_encoder, clip_resize(pool, image_processor, progress=cfg.progress),
-                              image_processor, device=device, progress=cfg.progress)
-    negative = zero_image_embedding(frozen(image_encoder, device), device=device)
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
     if cfg.p_clean < 1:
+        embeds = image_embeddings(image_encoder, clip_resize(pool, image_processor, progress=cfg.progress),
+                                  image_processor, device=device, progress=cfg.progress)
+        negative = zero_image_embedding(frozen(image_encoder, device), device=device)
+        gen = torch.Generator().manual_seed(cfg.seed + 1)
         fixed_unet = frozen(unet, device)
         predicted = torch.stack([predicted_latents(fixed_unet, noise_scheduler, latents, embeds, negative,
                                                    t_max=cfg.t_max, guidance_scale=cfg.guidance_scale,
@@ -126,7 +127,7 @@ def refine_movq_decoder(movq, unet, noise_scheduler, image_encoder, image_proces
         del fixed_unet
     else:  # plain round trips only: no UNet estimates needed
         predicted = latents[None]
-    gray = torch.tensor([c.endswith("on a gray background") for c in pool.captions])
+    gray = torch.tensor([named_background(c) == "gray" for c in pool.captions])
     gray_idx, other_idx = gray.nonzero()[:, 0], (~gray).nonzero()[:, 0]
     scale = res // latents.shape[-1]
     movq = movq.to(device)

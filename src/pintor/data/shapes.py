@@ -184,6 +184,13 @@ def _parse_noun(words: list[str], i: int, text: str) -> tuple[tuple[str, str], i
     return (colour, shape), i + 3
 
 
+def named_background(text: str) -> str:
+    """The background a caption names at its end (`"... on a gray background"`, in any case and spacing), or
+    `"white"` when it names none. Unlike `parse_caption` it reads any text, shapes-world grammar or not."""
+    words = text.lower().split()
+    return words[-2] if len(words) >= 4 and words[-4:-2] == ["on", "a"] and words[-1] == "background" else "white"
+
+
 def parse_caption(text: str) -> CaptionSpec:
     """Parses a shapes-world caption.
 

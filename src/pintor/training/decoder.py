@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from pintor.data.shapes import named_background
 from pintor.training.clip import image_embeddings, zero_image_embedding
 from pintor.training.components import frozen
 from pintor.training.data import ImagePool, clip_resize, inpaint_inputs, random_repaint_masks
@@ -81,9 +83,8 @@ class DecoderConfig(TrainConfig):
 def background_weights(captions: list[str], balance: float) -> torch.Tensor:
     """Sampling weights of `captions` that give each named background (white when none) a share between its
     share of the data (`balance` 0) and an equal one (`balance` 1); they sum to 1."""
-    names = [c.rsplit(" on a ", 1)[1][: -len(" background")] if c.endswith(" background") and " on a " in c
-             else "white" for c in captions]
-    counts = {n: names.count(n) for n in set(names)}
+    names = [named_background(c) for c in captions]
+    counts = Counter(names)
     uniform = torch.full((len(names),), 1.0 / len(names), dtype=torch.float64)
     even = torch.tensor([1.0 / (len(counts) * counts[n]) for n in names], dtype=torch.float64)
     return ((1 - balance) * uniform + balance * even).float()
