@@ -271,6 +271,46 @@ def test_clip_and_movq_trainers_learn(pool, tmp_path):
     assert abs(r.info["latent_std"]) > 0 and len(r.info["latent_mean"]) == TINY.movq_latent_channels
 
 
+def test_movq_decoder_only_keeps_every_latent_and_learns(tiny_model, shapes_folder, pool, tmp_path):
+    from diffusers import VQModel
+
+    from pintor.training.cli import run
+
+    before = VQModel.from_pretrained(tiny_model / "decoder" / "movq")
+    out = tmp_path / "movq-decoder"
+    # shapes_folder holds 3 gray-background images of 16: a share of 0.75 draws them most of the time.
+    assert run(_parse(["train", "movq", "--decoder-only", "--background-share", "gray", "0.75", "--out", str(out),
+                       "--model", str(tiny_model), "--data", str(shapes_folder), "--resolution", str(RES),
+                       "--steps", "40", "--batch-size", "8", "--lr", "5e-3"])) == 0
+    after = VQModel.from_pretrained(out / "model" / "decoder" / "movq")
+
+    def round_trip_error(movq):
+        x = pool.pixels(torch.arange(len(pool)))
+        with torch.no_grad():
+            return torch.nn.functional.mse_loss(movq.decode(movq.encode(x).latents, force_not_quantize=True).sample, x)
+
+    assert round_trip_error(after) < 0.8 * round_trip_error(before)
+    old, new = before.state_dict(), after.state_dict()
+    frozen_keys = [k for k in old if not k.startswith(("decoder.", "post_quant_conv."))]
+    assert frozen_keys and all(torch.equal(old[k], new[k]) for k in frozen_keys)
+    assert not torch.equal(old["decoder.conv_out.weight"], new["decoder.conv_out.weight"])
+    with torch.no_grad():
+        x = pool.pixels(torch.arange(4))
+        assert torch.equal(before.encode(x).latents, after.encode(x).latents)
+
+
+def test_movq_decoder_only_rejects_a_background_the_pool_lacks(pool, tmp_path):
+    from pintor.training import MovqConfig, train_movq
+
+    c = build_kandinsky22(TINY, seed=0)
+    with pytest.raises(ValueError, match="no caption in the pool names that background"):
+        train_movq(c.movq, pool, _fast(MovqConfig, steps=2, batch_size=2, decoder_only=True,
+                                       background_share=("purple", 0.5)), tmp_path / "m")
+    with pytest.raises(ValueError, match="only supported with decoder_only"):
+        train_movq(c.movq, pool, _fast(MovqConfig, steps=2, batch_size=2, background_share=("gray", 0.5)),
+                   tmp_path / "m2")
+
+
 def test_prior_layout_loss_reads_positions_through_a_fitted_probe(tmp_path):
     from pintor.training import PriorConfig, build_shapes_pool, train_prior
     from pintor.training.clip import layout_loss
@@ -494,6 +534,11 @@ def test_snr_weights_give_clean_latent_errors_clamped_snr_weight():
     (["train", "decoder", "--background-balance", "1.5"], "--background-balance must be in [0, 1], got 1.5"),
     (["train", "prior", "--layout-weight", "-1"], "--layout-weight must be 0 or positive, got -1.0"),
     (["train", "prior", "--relation-weight", "0"], "--relation-weight must be positive, got 0.0"),
+    (["train", "movq", "--background-share", "gray", "0.5"], "--background-share needs --decoder-only"),
+    (["train", "movq", "--decoder-only", "--background-share", "gray", "most"],
+     "--background-share takes a background name and a share in [0, 1], got gray most"),
+    (["train", "movq", "--decoder-only", "--background-share", "gray", "2"],
+     "background_share must be (background name, share in [0, 1]), got ('gray', 2.0)"),
     (["train", "decoder", "--data", "/no/such/folder"], "does not exist"),
     (["train", "decoder", "--device", "tpu"], "unknown device 'tpu'"),
     (["train", "prior", "--model", "/no/such/model"], "neither a folder nor a registry name"),

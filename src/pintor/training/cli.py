@@ -2,6 +2,7 @@
 
     pintor train shapes --out runs/pintor-shapes [--resume]        # the whole embedded model from scratch
     pintor train clip|movq --out DIR [--model REF] [--data DIR]     # one stage; fresh SHAPES sizes without --model
+    pintor train movq --decoder-only --model REF ...   # the MoVQ's decoder alone, its latents unchanged
     pintor train prior|decoder|inpaint|controlnet --out DIR --model REF [--data DIR]   # fine-tune
     pintor train inpaint|controlnet --from-decoder ...   # start over from the model's decoder
 
@@ -80,6 +81,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             t.add_argument("--widen", action="store_true",
                            help="double the UNet's channels at the full latent resolution (Net2WiderNet: the "
                                 "grown UNet starts from nearly the model's predictions)")
+        if target == "movq":
+            t.add_argument("--decoder-only", action="store_true",
+                           help="train only the decoder, on round trips through the frozen encoder: the latents "
+                                "stay the same, so the model's decoder UNets keep working (v9's MoVQ)")
+            t.add_argument("--background-share", nargs=2, metavar=("NAME", "P"),
+                           help="with --decoder-only: draw a fraction P of each batch from images whose caption "
+                                "names that background, e.g. 'gray 0.6' (default: uniform)")
         if target == "prior":
             t.add_argument("--layout-weight", type=float, metavar="W",
                            help="weight of the layout loss (shapes world: asks the prior to place objects where "
@@ -218,8 +226,23 @@ def _run(args) -> int:
         if args.relation_weight is not None:
             extra["relation_weight"] = _positive("relation-weight", args.relation_weight)
         cfg = _config(args, PriorConfig, **extra)
+    elif args.target == "movq":
+        extra = {}
+        if args.background_share is not None:
+            if not args.decoder_only:
+                raise ValueError("--background-share needs --decoder-only")
+            name, share = args.background_share
+            try:
+                share = float(share)
+            except ValueError:
+                raise ValueError(f"--background-share takes a background name and a share in [0, 1], got "
+                                 f"{name} {share}") from None
+            extra["background_share"] = (name.lower(), share)
+        if args.decoder_only and not args.model:
+            raise ValueError("--decoder-only fine-tunes a trained MoVQ's decoder: name the model with --model")
+        cfg = _config(args, MovqConfig, decoder_only=args.decoder_only, **extra)
     else:
-        cfg = _config(args, {"clip": ClipConfig, "movq": MovqConfig}[args.target])
+        cfg = _config(args, ClipConfig)
     _positive("pool-size", args.pool_size)
     c = _start_model(args)
     pool = _pool(args)
