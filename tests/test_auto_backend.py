@@ -26,3 +26,5 @@ def test_tiny_stable_diffusion_modes(tiny_sd, rgb_png, mask_png):
     assert p.backend.pipeline("img2img").unet is p.backend.pipeline("generate").unet
     with pytest.raises(ModeNotSupportedError, match="its modes are generate, img2img, inpaint"):
         p.mix(["a", "b"], [1, 1], **Q)
+    with pytest.raises(ModeNotSupportedError, match="cannot pick among candidates"):
+        p.generate("a red circle", seed=0, candidates=2, **Q)

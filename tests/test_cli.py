@@ -99,6 +99,7 @@ BAD = [
     (["generate", "a red circle", "-o", "afile/out.png"], "cannot write to afile"),
     (["generate", "a red circle", "-o", "out.jpg"], "output must be a .png file"),
     (["generate", "a red circle", "--steps", "many"], "invalid int value: 'many'"),
+    (["generate", "a red circle", "--candidates", "0"], "candidates must be an integer from 1 to 16, got 0"),
 ]
 
 

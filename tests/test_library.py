@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 import pintor
+from pintor.backends.common import RunControl
 from pintor.errors import ModeNotSupportedError, PintorError
 from pintor.schedulers import SCHEDULERS
 
@@ -114,6 +115,51 @@ def test_control_estimates_depth_with_transformers_model(tiny_k22, tiny_dpt, rgb
 
 def test_variations(painter, rgb_png):
     _check_images(painter.variations(rgb_png, seed=0, n=2, **Q), n=2)
+
+
+def test_candidates_keep_the_one_nearest_the_embedding(painter, rgb_png):
+    import torch
+
+    # Variations paint every candidate from one embedding, the input's, so the pick can be checked by hand.
+    drawn = painter.variations(rgb_png, seed=3, n=4, **Q)  # 2 images x 2 candidates: seeds 3, 4 | 5, 6
+    result = painter.run(pintor.GenerationRequest(mode="variations", image=rgb_png, seed=3, n=2, candidates=2),
+                         RunControl(show_progress=False))
+    enc, proc = painter.components["prior.image_encoder"], painter.components["prior.image_processor"]
+    with torch.no_grad():
+        def embed(images):
+            return enc(proc(images, return_tensors="pt").pixel_values)["image_embeds"]
+        target = embed([Image.open(rgb_png).convert("RGB")])
+        sims = torch.nn.functional.cosine_similarity(embed(drawn), target).tolist()
+    for i, (img, rec) in enumerate(zip(result.images, result.records, strict=True)):
+        best = max((i, i + 2), key=lambda k: sims[k])  # candidate j of image i is drawn i + j * n
+        assert rec["candidate"]["seed"] == 3 + best and rec["candidate"]["of"] == 2
+        assert rec["candidate"]["similarity"] == pytest.approx(sims[best], abs=1e-3)
+        assert np.array_equal(_arr(img), _arr(drawn[best]))
+        assert "Candidates: 2" in img.info["parameters"] and json.loads(img.info["pintor"])["candidate"] == rec["candidate"]
+    # Candidate 0 is what `candidates=1` draws: a two-candidate image equals one of seeds 3 and 5 of one draw.
+    one = painter.variations(rgb_png, seed=3, n=1, **Q)[0]
+    assert np.abs(_arr(one) - _arr(drawn[0])).max() <= 2
+
+
+def test_best_candidate_indices():
+    from pintor.backends.kandinsky import best_candidate_indices
+
+    # 2 images x 3 candidates: image 0 at 0, 2, 4; image 1 at 1, 3, 5.
+    assert best_candidate_indices([0.1, 0.9, 0.5, 0.2, 0.3, 0.95], 2, 3) == [2, 5]
+    assert best_candidate_indices([0.5, 0.5], 1, 2) == [0]  # a tie keeps the first
+    with pytest.raises(ValueError, match="expected 2 x 3 = 6 scores, got 5"):
+        best_candidate_indices([0.0] * 5, 2, 3)
+
+
+@pytest.mark.parametrize("fields, match", [
+    (dict(candidates=0), "candidates must be an integer from 1 to 16, got 0"),
+    (dict(candidates=17), "candidates must be an integer from 1 to 16, got 17"),
+    (dict(candidates=2.0), "candidates must be an integer"),
+    (dict(candidates=8, n=9), "n x candidates is 72: at most 64 images"),
+])
+def test_bad_candidates(painter, fields, match):
+    with pytest.raises(PintorError, match=match):
+        painter.generate("a red circle", seed=0, **fields, **Q)
 
 
 def test_modes_share_one_set_of_weights(tiny_k22, rgb_png, mask_png):

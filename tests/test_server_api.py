@@ -267,6 +267,14 @@ def test_native_wait_mix_and_control(client):
     assert r.status_code == 200 and r.json()["mode"] == "control"
 
 
+def test_native_candidates(client):
+    r = client.post("/api/v1/jobs", params={"wait": "true"}, json={"prompt": "a red square", "seed": 2, "candidates": 2})
+    assert r.status_code == 200 and r.json()["state"] == "done", r.text
+    assert r.json()["request"]["candidates"] == 2
+    r = client.post("/api/v1/jobs", json={"prompt": "a red square", "n": 5, "candidates": 2})
+    assert r.status_code == 400 and "n x candidates is 10: at most 8" in r.json()["detail"], r.text
+
+
 @pytest.mark.parametrize("items, message", [
     ([], "at least one item"),
     ([{"text": "a", "image": "AAAA"}], "exactly one of text or image"),

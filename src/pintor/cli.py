@@ -49,6 +49,8 @@ def _generation_options() -> argparse.ArgumentParser:
     g.add_argument("--width", "-W", type=int, default=None)
     g.add_argument("--height", "-H", type=int, default=None)
     g.add_argument("--scheduler", default=None, help="ddpm, ddim, dpm++2m, dpm++2m-karras, unipc, euler, euler-a, heun")
+    g.add_argument("--candidates", type=int, default=None,
+                   help="draw this many per image and keep the one CLIP ranks best (default: the model's, 1)")
     g.add_argument("--max-size", type=int, default=None, help="raise the 2048-pixel limit on width and height")
     o = p.add_argument_group("output")
     o.add_argument("--output", "-o", default=None, help="output PNG path (with -n > 1: PATH-1.png, PATH-2.png...)")
@@ -125,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance-scale", type=float, default=None, help="decoder guidance (default: the model's)")
     p.add_argument("--prior-guidance-scale", type=float, default=None, help="prior guidance (default: the model's)")
     p.add_argument("--scheduler", default=None, help="decoder scheduler (default: the model's)")
+    p.add_argument("--candidates", type=int, default=None,
+                   help="images drawn per image kept, ranked by CLIP (default: the model's)")
     p.add_argument("--device", default=None, help="cpu, cuda... (default: the best available)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument("--baseline", default=None, metavar="EVAL_JSON",
@@ -152,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
 _MODE_OF = {"generate": "generate", "mix": "mix", "img2img": "img2img", "inpaint": "inpaint", "control": "control",
             "variations": "variations"}
 _SETTINGS = ("seed", "n", "negative_prompt", "steps", "prior_steps", "guidance_scale", "prior_guidance_scale",
-             "width", "height", "scheduler")
+             "width", "height", "scheduler", "candidates")
 
 
 def _requests(args):
@@ -401,7 +405,7 @@ def _cmd_data(args) -> int:
     return 0
 
 
-_EVAL_SETTINGS = ("steps", "prior_steps", "guidance_scale", "prior_guidance_scale", "scheduler")
+_EVAL_SETTINGS = ("steps", "prior_steps", "guidance_scale", "prior_guidance_scale", "scheduler", "candidates")
 
 
 def _cmd_eval(args) -> int:

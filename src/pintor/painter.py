@@ -79,7 +79,7 @@ class Painter:
     Create it with `pintor.load()`. Every method returns `list[PIL.Image.Image]`; each image carries its
     metadata in `image.info` ("parameters" and "pintor"), which `pintor.save_image` writes into the PNG.
     Common keyword arguments: `seed`, `n`, `negative_prompt`, `steps`, `prior_steps`, `guidance_scale`,
-    `prior_guidance_scale`, `width`, `height`, `scheduler`.
+    `prior_guidance_scale`, `width`, `height`, `scheduler`, `candidates`.
     """
 
     def __init__(self, spec: ModelSpec, backend, *, model_ref: str, defaults: dict, device: str, dtype,
@@ -105,7 +105,8 @@ class Painter:
         Args:
             prompt (`str`): what to paint.
             **kwargs: `seed`, `n`, `negative_prompt`, `steps`, `prior_steps`, `guidance_scale`,
-                `prior_guidance_scale`, `width`, `height`, `scheduler`.
+                `prior_guidance_scale`, `width`, `height`, `scheduler`, `candidates` (draw that many and keep the
+                one CLIP ranks nearest the embedding it was painted from).
         """
         return self._call("generate", prompt=prompt, **kwargs)
 
@@ -214,6 +215,8 @@ class Painter:
             record = {"request": req_json, "index": i, "seed": req.seed + i, "model": self.spec.name,
                       "version": pintor.__version__, "device": self.device, "dtype": str(self.dtype).replace("torch.", ""),
                       "seconds": round(seconds, 3)}
+            if "pintor_candidate" in img.info:  # the kept one of several candidates (`candidates` > 1)
+                record["candidate"] = img.info.pop("pintor_candidate")
             from pintor.metadata import a1111_parameters
 
             img.info["parameters"] = a1111_parameters(record)

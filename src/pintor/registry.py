@@ -66,9 +66,11 @@ EMBEDDED_DIR = "weights/pintor-shapes"
 
 # Settings every model of a family starts from; a spec's or a folder's `defaults` override them.
 FAMILY_DEFAULTS = MappingProxyType({
-    "kandinsky-2.2": dict(steps=50, prior_steps=25, guidance_scale=4.0, prior_guidance_scale=4.0, width=768, height=768),
-    "kandinsky-2.1": dict(steps=50, prior_steps=25, guidance_scale=4.0, prior_guidance_scale=4.0, width=768, height=768),
-    "diffusers-auto": dict(steps=30, guidance_scale=7.5, width=512, height=512),
+    "kandinsky-2.2": dict(steps=50, prior_steps=25, guidance_scale=4.0, prior_guidance_scale=4.0, width=768, height=768,
+                          candidates=1),
+    "kandinsky-2.1": dict(steps=50, prior_steps=25, guidance_scale=4.0, prior_guidance_scale=4.0, width=768, height=768,
+                          candidates=1),
+    "diffusers-auto": dict(steps=30, guidance_scale=7.5, width=512, height=512, candidates=1),
 })
 
 _K22_DEFAULTS = dict(steps=50, prior_steps=25, guidance_scale=4.0, prior_guidance_scale=4.0, width=768, height=768,

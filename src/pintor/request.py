@@ -21,6 +21,7 @@ class Limits:
     max_n: int = 64
     max_prompt_chars: int = 10_000
     max_items: int = 16
+    max_candidates: int = 16
 
 
 DEFAULT_LIMITS = Limits()
@@ -51,6 +52,8 @@ class GenerationRequest:
         guidance_scale, prior_guidance_scale (`float`): classifier-free guidance of decoder and prior.
         width, height (`int`): output size in pixels.
         scheduler (`str`): decoder scheduler name (see `pintor.schedulers.SCHEDULERS`).
+        candidates (`int`): images drawn for each one returned; the one whose CLIP image embedding is nearest
+            the embedding the decoder was given is kept (Kandinsky models). 1 draws each image once.
         model (`str`): registry name or folder; recorded in metadata.
     """
 
@@ -73,6 +76,7 @@ class GenerationRequest:
     width: int | None = None
     height: int | None = None
     scheduler: str | None = None
+    candidates: int | None = None
     model: str | None = None
 
     def with_defaults(self, defaults: dict[str, Any]) -> GenerationRequest:
@@ -101,6 +105,12 @@ class GenerationRequest:
                 raise PintorError(f"{self.mode} needs an input {name}")
         if not _is_int(self.n) or not 1 <= self.n <= limits.max_n:
             raise PintorError(f"n must be an integer from 1 to {limits.max_n}, got {self.n!r}")
+        if self.candidates is not None:
+            if not _is_int(self.candidates) or not 1 <= self.candidates <= limits.max_candidates:
+                raise PintorError(f"candidates must be an integer from 1 to {limits.max_candidates}, got {self.candidates!r}")
+            if self.n * self.candidates > limits.max_n:
+                raise PintorError(f"n x candidates is {self.n * self.candidates}: at most {limits.max_n} images are drawn "
+                                  "per request")
         if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed < 2**63):
             raise PintorError(f"seed must be an integer from 0 to 2**63-1, got {self.seed!r}")
         for name in ("steps", "prior_steps"):
@@ -181,7 +191,8 @@ class GenerationRequest:
 
 
 _PROMPT_MODES = ("generate", "img2img", "inpaint", "control")
-_SETTING_NAMES = ("steps", "prior_steps", "guidance_scale", "prior_guidance_scale", "width", "height", "scheduler")
+_SETTING_NAMES = ("steps", "prior_steps", "guidance_scale", "prior_guidance_scale", "width", "height", "scheduler",
+                  "candidates")
 
 
 def _is_int(v) -> bool:

@@ -87,6 +87,9 @@ class AutoBackend:
 
         from pintor.schedulers import make_scheduler
 
+        if (req.candidates or 1) > 1:
+            raise ModeNotSupportedError(f"{self.name} cannot pick among candidates: that needs a Kandinsky model's "
+                                        f"CLIP image encoder (got candidates={req.candidates}; use 1)")
         pipe = self.pipeline(req.mode)
         if req.scheduler:
             pipe.scheduler = make_scheduler(req.scheduler, self._base_scheduler_config)

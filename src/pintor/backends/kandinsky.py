@@ -7,7 +7,7 @@ depth ControlNet) load on first use and join the shared set.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from PIL import Image
@@ -220,10 +220,13 @@ class KandinskyBackend:
         from pintor.optim import reset_step_state
         from pintor.schedulers import make_scheduler
 
-        req = reqs[0]
         keys = {batch_key(r) for r in reqs}
         if len(reqs) > 1 and (len(keys) != 1 or None in keys):
             raise PintorError("run_many needs text-to-image requests that share every setting but prompt and seed")
+        wanted = reqs
+        # Candidate j of image i is drawn with seed + i + j * n: candidate 0 is the image `candidates=1` draws.
+        reqs = [replace(r, n=r.n * (r.candidates or 1)) for r in reqs]
+        req = reqs[0]
         pipe = self.pipeline(req.mode)
         gens = [g for r in reqs for g in generators(r.seed, r.n)]
         total = len(gens)
@@ -252,10 +255,34 @@ class KandinskyBackend:
         if req.mode == "inpaint":
             images = [composite_inpaint(init, out, mask) for out in images]
         out, i = [], 0
-        for r in reqs:
-            out.append(images[i:i + r.n])
+        for r, w in zip(reqs, wanted, strict=True):
+            block = images[i:i + r.n]
+            if r.n > w.n:
+                block = self._best_candidates(block, embeds[i:i + r.n] if len(embeds) > 1 else embeds, w)
+            out.append(block)
             i += r.n
         return out
+
+    def _best_candidates(self, images: list, embeds, req: GenerationRequest) -> list:
+        """Keeps, for each of `req.n` images, the candidate whose CLIP image embedding is nearest (cosine) the
+        embedding its decoder call was given; records the pick in `image.info["pintor_candidate"]`."""
+        import torch
+
+        enc = self._ensure_image_encoder()
+        device = self._exec_device(self.prior)
+        with torch.inference_mode():
+            pixels = self.prior.image_processor(images, return_tensors="pt").pixel_values
+            got = enc(pixels.to(dtype=enc.dtype, device=device))["image_embeds"].float()
+            target = embeds.to(got.device).float().expand_as(got)
+            sims = torch.nn.functional.cosine_similarity(got, target, dim=-1).cpu()
+        picks = best_candidate_indices(sims, req.n, req.candidates)
+        kept = []
+        for k in picks:
+            img = images[k]
+            img.info["pintor_candidate"] = {"seed": req.seed + k, "index": k // req.n, "of": req.candidates,
+                                            "similarity": round(float(sims[k]), 4)}
+            kept.append(img)
+        return kept
 
     def _embeddings(self, reqs: list[GenerationRequest], gens, control: RunControl):
         """CLIP image embeddings for the decoder: from the prior (text), from mixing, or from the image itself."""
@@ -371,12 +398,20 @@ class KandinskyBackend:
         return self._depth[1](load_image(image, "photo"))
 
 
+def best_candidate_indices(scores, n: int, candidates: int) -> list[int]:
+    """For each of `n` images drawn `candidates` times (candidate j of image i at index `i + j * n` of `scores`),
+    the index of its highest-scoring candidate; ties keep the earliest."""
+    if len(scores) != n * candidates:
+        raise ValueError(f"expected {n} x {candidates} = {n * candidates} scores, got {len(scores)}")
+    return [max(range(i, n * candidates, n), key=lambda k: (float(scores[k]), -k)) for i in range(n)]
+
+
 def batch_key(req: GenerationRequest):
     """Requests with equal keys can share one pipeline call (`KandinskyBackend.run_many`); `None`: never batched."""
     if req.mode != "generate":
         return None
     return (req.negative_prompt, req.n, req.steps, req.prior_steps, req.guidance_scale, req.prior_guidance_scale,
-            req.width, req.height, req.scheduler)
+            req.width, req.height, req.scheduler, req.candidates)
 
 
 def composite_inpaint(original, generated, mask, feather: int = 2):

@@ -69,6 +69,8 @@ class _Settings:
                 self.scheduler = gr.Dropdown(["default", *SCHEDULERS], value="default", label="Scheduler",
                                              elem_id=f"{tab}-scheduler")
                 self.n = gr.Slider(1, limits.max_n, value=1, step=1, label="Images", elem_id=f"{tab}-n")
+                self.candidates = gr.Slider(1, min(limits.max_n, limits.max_candidates), value=d.get("candidates", 1),
+                                            step=1, label="Candidates (best by CLIP)", elem_id=f"{tab}-candidates")
             with gr.Row(equal_height=True):
                 self.seed = gr.Number(-1, precision=0, minimum=-1, label="Seed (-1: random)", elem_id=f"{tab}-seed")
                 self.randomise = gr.Button("Randomise", size="sm", elem_id=f"{tab}-randomise", scale=0)
@@ -87,11 +89,13 @@ class _Settings:
 
     @property
     def inputs(self) -> list:
-        return [self.model, self.scheduler, self.n, self.seed, self.steps, self.guidance, self.width, self.height]
+        return [self.model, self.scheduler, self.n, self.candidates, self.seed, self.steps, self.guidance, self.width,
+                self.height]
 
     @staticmethod
-    def fields(model, scheduler, n, seed, steps, guidance, width, height) -> dict[str, Any]:
+    def fields(model, scheduler, n, candidates, seed, steps, guidance, width, height) -> dict[str, Any]:
         return dict(model=model, scheduler=None if scheduler in (None, "default") else scheduler, n=int(n),
+                    candidates=int(candidates),
                     seed=None if seed is None or int(seed) < 0 else int(seed), steps=int(steps),
                     guidance_scale=float(guidance), width=int(width), height=int(height))
 
@@ -387,14 +391,16 @@ def build_ui(service):
                     r, painter_models = row["record"].get("request", {}), list(service.painters)
                     model = r.get("model") if r.get("model") in painter_models else service.default_model
                     return (r.get("prompt") or "", r.get("negative_prompt") or "", model,
-                            r.get("scheduler") or "default", r.get("n") or 1, row["seed"], r.get("steps"),
+                            r.get("scheduler") or "default", r.get("n") or 1, r.get("candidates") or 1, row["seed"],
+                            r.get("steps"),
                             r.get("guidance_scale"), r.get("width"), r.get("height"), gr.Tabs(selected="generate"))
 
                 for trigger in (h_refresh.click, h_search.submit, history_tab.select):
                     trigger(load_history, inputs=h_search, outputs=[h_gallery, h_ids], api_visibility="private")
                 h_gallery.select(select, inputs=h_ids, outputs=[h_selected, h_details], api_visibility="private")
                 h_reuse.click(reuse, inputs=h_selected,
-                              outputs=[g_prompt, g_negative, g_set.model, g_set.scheduler, g_set.n, g_set.seed,
+                              outputs=[g_prompt, g_negative, g_set.model, g_set.scheduler, g_set.n,
+                                       g_set.candidates, g_set.seed,
                                        g_set.steps, g_set.guidance, g_set.width, g_set.height, tabs],
                               api_visibility="private")
 
