@@ -29,6 +29,8 @@ TEST_SEED = EVAL_SEED + 2000
 # overall 28/36, control 4/6, inpaint 5/6 (v7's inpaint decoder: 6/6; outside pixels 6/6; v8's ControlNet decoder: control 4/6 still), mixing (4 cases) A at w=1 and B at w=0 4/4 for
 # image and for text items; variations 6/16 (their MoVQ round trip 16/16). Floors allow about two flipped
 # images per figure (four for the 36-prompt overall); v9, with its new MoVQ decoder, passes every floor.
+# With candidates=2 (the default since session 19): single seen 6/6, overall 30/36, control 5/6, inpaint 6/6, mixing 4/4
+# everywhere, variations 6/16, round trip 16/16.
 # Session 9 also tuned v6's prior guidance on a 48-per-category
 # set of this seed, whose first six prompts per category are these.
 SINGLE_SEEN_FLOOR = 4 / 6
