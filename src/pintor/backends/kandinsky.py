@@ -224,7 +224,7 @@ class KandinskyBackend:
         if len(reqs) > 1 and (len(keys) != 1 or None in keys):
             raise PintorError("run_many needs text-to-image requests that share every setting but prompt and seed")
         wanted = reqs
-        # Candidate j of image i is drawn with seed + i + j * n: candidate 0 is the image `candidates=1` draws.
+        # Candidate j of image i is drawn with seed + i + j * n: candidate 0 gets the noise `candidates=1` gets.
         reqs = [replace(r, n=r.n * (r.candidates or 1)) for r in reqs]
         req = reqs[0]
         pipe = self.pipeline(req.mode)
