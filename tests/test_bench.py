@@ -71,6 +71,21 @@ def test_bench_step_changing_options_are_recorded(tiny_k22):
     assert "pintor runs 4 + 2 steps" in format_table(report)
 
 
+def test_bench_candidates_are_pintors_alone(tiny_k22):
+    # Stock draws one image per image: candidates are pintor's work alone, 1 unless asked for.
+    cfg = BenchConfig(model=str(tiny_k22), device="cpu", steps=2, prior_steps=2, repeat=1, warmup=0,
+                      cold_start=False, pintor_candidates=3)
+    report = run_bench(cfg, log=lambda m: None)
+    s = report["settings"]
+    assert s["pintor_generation"]["candidates"] == 3 and s["generation"]["candidates"] == 1
+    assert report["quality"]["same_settings"] is False
+    (img,) = report["_images"]["pintor"]
+    assert json.loads(img.info["pintor"])["candidate"]["of"] == 3
+    assert "3 candidates per image" in format_table(report)
+    with pytest.raises(ValueError, match="pintor_candidates"):
+        run_bench(BenchConfig(model=str(tiny_k22), device="cpu", pintor_candidates=0), log=lambda m: None)
+
+
 def test_bench_low_vram_without_baseline(tiny_k22):
     cfg = BenchConfig(model=str(tiny_k22), device="cpu", steps=2, prior_steps=2, repeat=1, cold_start=False,
                       low_vram=True, baseline=False)
@@ -100,6 +115,8 @@ def test_bench_cli_errors_are_one_line(tiny_k22):
     assert r.returncode == 2 and "--size" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = run_cli("bench", "--model", tiny_k22, "--opt", "warp_drive")
     assert r.returncode == 2 and "warp_drive" in r.stderr
+    r = run_cli("bench", "--model", tiny_k22, "--candidates", "0")
+    assert r.returncode == 2 and "--candidates" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 def test_bench_params_command():

@@ -1,6 +1,6 @@
 """The `pintor bench` command: `add_parser(subparsers)` registers it, `run(args)` executes it.
 
-    pintor bench [--model M] [--device D] [--size WxH] [--steps N] [--prior-steps N] [--batch B]
+    pintor bench [--model M] [--device D] [--size WxH] [--steps N] [--prior-steps N] [--candidates K] [--batch B]
                  [--repeat R] [--random-weights] [--opt SPEC] [--low-vram|--lowest-vram] [--json OUT]
     pintor bench --params [--model M]          # built vs published parameter counts, no run
     pintor bench --quality [--model M]         # pintor eval: step-changing options vs 50-step stock
@@ -34,6 +34,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--pintor-steps", type=int, default=None, help="decoder steps of pintor alone (step-changing)")
     p.add_argument("--pintor-prior-steps", type=int, default=None, help="prior steps of pintor alone")
     p.add_argument("--pintor-scheduler", default=None, help="decoder scheduler of pintor alone (dpm++2m, unipc...)")
+    p.add_argument("--candidates", type=int, default=1, metavar="K",
+                   help="images pintor draws per image kept, the best by CLIP kept (default 1, as stock draws)")
     p.add_argument("--batch", type=int, default=1, help="images per call (default 1)")
     p.add_argument("--repeat", type=int, default=3, help="timed runs per side (default 3)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs first; the first includes compilation")
@@ -90,8 +92,8 @@ def run(args) -> int:
         return _quality(args, model, log)
     if args.low_vram and args.lowest_vram:
         raise PintorError("choose one of --low-vram and --lowest-vram")
-    if args.batch < 1 or args.repeat < 1 or args.warmup < 0:
-        raise PintorError("--batch and --repeat must be positive, --warmup non-negative")
+    if args.batch < 1 or args.repeat < 1 or args.warmup < 0 or args.candidates < 1:
+        raise PintorError("--batch, --repeat and --candidates must be positive, --warmup non-negative")
     from pintor.optim import Optimizations
 
     try:
@@ -106,6 +108,7 @@ def run(args) -> int:
                       width=width, height=height, steps=args.steps, prior_steps=args.prior_steps,
                       scheduler=args.scheduler, pintor_steps=args.pintor_steps,
                       pintor_prior_steps=args.pintor_prior_steps, pintor_scheduler=args.pintor_scheduler,
+                      pintor_candidates=args.candidates,
                       batch=args.batch, repeat=args.repeat, warmup=args.warmup, seed=args.seed,
                       optimizations=args.optimizations, low_vram=args.low_vram, lowest_vram=args.lowest_vram,
                       random_weights=args.random_weights, random_root=args.random_root,

@@ -46,6 +46,8 @@ class BenchConfig:
         baseline_dtype (`str`, *optional*): the stock side's dtype (fp16 on GPU, fp32 on CPU by default).
         width, height, steps, prior_steps, scheduler: generation settings of both sides (model defaults if `None`).
         pintor_steps, pintor_prior_steps, pintor_scheduler: step-changing settings for pintor alone.
+        pintor_candidates (`int`): images pintor draws per image kept (`GenerationRequest.candidates`). 1 by
+            default, whatever the model's default, so that both sides draw the same images.
         batch (`int`): images per call: `batch` prompts in one stock call, `batch` requests through
             `Painter.run_batch`.
         repeat (`int`): timed runs per side after `warmup` untimed ones.
@@ -68,6 +70,7 @@ class BenchConfig:
     pintor_steps: int | None = None
     pintor_prior_steps: int | None = None
     pintor_scheduler: str | None = None
+    pintor_candidates: int = 1
     batch: int = 1
     repeat: int = 3
     warmup: int = 1
@@ -95,6 +98,8 @@ def run_bench(cfg: BenchConfig, log=None) -> dict:
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     if cfg.batch < 1 or cfg.repeat < 1 or cfg.warmup < 0:
         raise ValueError("batch and repeat must be positive and warmup non-negative")
+    if not isinstance(cfg.pintor_candidates, int) or cfg.pintor_candidates < 1:
+        raise ValueError(f"pintor_candidates must be a positive integer, got {cfg.pintor_candidates!r}")
     device, dtype = devices.resolve(cfg.device, cfg.dtype)
     kind = device.split(":")[0]
     _, base_dtype = devices.resolve(device, cfg.baseline_dtype or ("float32" if kind == "cpu" else "float16"))
@@ -118,6 +123,8 @@ def run_bench(cfg: BenchConfig, log=None) -> dict:
     for k in ("steps", "prior_steps", "scheduler"):
         if getattr(cfg, f"pintor_{k}") is not None:
             ours[k] = getattr(cfg, f"pintor_{k}")
+    settings["candidates"] = 1  # the stock pipelines draw one image per image
+    ours["candidates"] = cfg.pintor_candidates
     opts = Optimizations.parse(cfg.optimizations, default_optimizations(device))
     prompts = [cfg.prompts[i % len(cfg.prompts)] for i in range(cfg.batch)]
     sources = dict(spec.sources)
@@ -198,7 +205,8 @@ def run_bench(cfg: BenchConfig, log=None) -> dict:
         reqs = [GenerationRequest(prompt=p, seed=seed + i, steps=ours["steps"], prior_steps=ours["prior_steps"],
                                   guidance_scale=ours["guidance_scale"],
                                   prior_guidance_scale=ours["prior_guidance_scale"], width=ours["width"],
-                                  height=ours["height"], scheduler=ours.get("scheduler"))
+                                  height=ours["height"], scheduler=ours.get("scheduler"),
+                                  candidates=ours["candidates"])
                 for i, p in enumerate(prompts)]
         if len(reqs) == 1:
             return painter.run(reqs[0], control).images
@@ -337,7 +345,7 @@ def _cold_start_pintor(model_ref, device, dtype, settings, prompt, cfg, opts) ->
         args = [sys.executable, "-m", "pintor", "generate", prompt, "--model", model_ref, "--device", device,
                 "--dtype", _dt_name(dtype), "--seed", str(cfg.seed), "--steps", str(settings["steps"]),
                 "--prior-steps", str(settings["prior_steps"]), "-W", str(settings["width"]),
-                "-H", str(settings["height"]), "-o", str(out), "-q"]
+                "-H", str(settings["height"]), "--candidates", str(settings["candidates"]), "-o", str(out), "-q"]
         if settings.get("scheduler"):
             args += ["--scheduler", settings["scheduler"]]
         if cfg.low_vram:
@@ -408,9 +416,11 @@ def format_table(report: dict) -> str:
             f"{report['host'].get('device_name', s['device'])}  {g['width']}x{g['height']}  "
             f"{g['steps']} decoder + {g['prior_steps']} prior steps  batch {s['batch']}  "
             f"pintor {s['dtype']} / stock {s['baseline_dtype']}")
-    if s["pintor_generation"] != g:
-        pg = s["pintor_generation"]
+    pg = s["pintor_generation"]
+    if any(pg.get(k) != g.get(k) for k in ("steps", "prior_steps", "scheduler")):
         head += f"\n  pintor runs {pg['steps']} + {pg['prior_steps']} steps, scheduler {pg.get('scheduler')}"
+    if (pg.get("candidates") or 1) > 1:
+        head += f"\n  pintor draws {pg['candidates']} candidates per image and keeps the best (stock draws one)"
     if s["low_vram"] or s["lowest_vram"]:
         head += f"\n  pintor memory mode: {'lowest' if s['lowest_vram'] else 'low'} VRAM"
     rows = [("", "pintor", "stock", "ratio")]
@@ -484,7 +494,7 @@ def _dt_name(dtype) -> str:
 
 def _json_settings(d: dict) -> dict:
     return {k: d.get(k) for k in ("width", "height", "steps", "prior_steps", "guidance_scale",
-                                  "prior_guidance_scale", "scheduler")}
+                                  "prior_guidance_scale", "scheduler", "candidates")}
 
 
 def _json_default(o):

@@ -20,8 +20,11 @@ def _options(s: dict) -> str:
     if o.get("prior_scheduler"):
         parts.append(f"prior {o['prior_scheduler']}")
     g, pg = s.get("generation", {}), s.get("pintor_generation", {})
-    if pg and pg != g:
+    steps = ("scheduler", "steps", "prior_steps")
+    if pg and any(pg.get(k) != g.get(k) for k in steps):
         parts.append(f"{pg.get('scheduler')} {pg.get('steps')}+{pg.get('prior_steps')} steps")
+    if (pg.get("candidates") or 1) > 1:
+        parts.append(f"{pg['candidates']} candidates")
     if s.get("low_vram"):
         parts.append("low VRAM")
     if s.get("lowest_vram"):
