@@ -330,7 +330,9 @@ def _unet_report(unet_config, cfg, device, report, settings, ours) -> dict:
         st = report.get(side, {}).get("stages", {})
         if st.get("unet_call_s"):
             # Full-UNet-equivalent rate: with DeepCache the cheap calls count as full ones (an effective rate).
-            tflops = flops * st["unet_calls"] / st["unet_total_s"] / 1e12
+            # pintor's calls carry every candidate in the batch: K times the images of a stock call.
+            k = ours.get("candidates", 1) if side == "pintor" else 1
+            tflops = flops * k * st["unet_calls"] / st["unet_total_s"] / 1e12
             out[f"{side}_tflops"] = tflops
             if peak:
                 out[f"{side}_share_of_peak"] = tflops / peak
@@ -430,7 +432,9 @@ def format_table(report: dict) -> str:
                      "" if ratio is None else ratio))
 
     def speed(pv, bv):
-        return f"{bv / pv:.2f}x faster" if pv and bv else None
+        if not (pv and bv):
+            return None
+        return f"{bv / pv:.2f}x faster" if bv >= pv else f"{pv / bv:.2f}x slower"
 
     cs = report.get("cold_start", {})
     if cs:
@@ -479,11 +483,21 @@ def format_table(report: dict) -> str:
         worst = "identical" if q["identical"] else f"min PSNR {q['psnr_db_min']:.1f} dB"
         lines.append(f"quality vs stock at the same seeds: {worst} (bound {q['bound_db']:.0f} dB: "
                      f"{'within' if q['within_bound'] else 'OUTSIDE'}"
-                     f"{'' if q.get('same_settings', True) else '; pintor used other steps/scheduler'})")
+                     f"{'' if q.get('same_settings', True) else '; pintor used ' + _what_differs(s)})")
     return "\n".join(lines)
 
 
 # -- helpers -----------------------------------------------------------------------------------------------------
+def _what_differs(s: dict) -> str:
+    """Words for what pintor's side changed: the reason its pixels are not the stock pixels."""
+    ours, stock = s.get("pintor_generation", {}), s.get("generation", {})
+    parts = []
+    if any(ours.get(k) != stock.get(k) for k in ("steps", "prior_steps", "scheduler")):
+        parts.append("other steps/scheduler")
+    if ours.get("candidates", 1) != stock.get("candidates", 1):
+        parts.append(f"{ours.get('candidates')} candidates")
+    return " and ".join(parts) or "other settings"
+
 def _ratio(a, b):
     return a / b if a and b else None
 

@@ -15,6 +15,8 @@ _ON = ("compile", "cuda_graphs", "fuse_qkv", "channels_last", "cudnn_benchmark")
 def _options(s: dict) -> str:
     o = s.get("optimizations", {})
     parts = [k for k in _ON if o.get(k)]
+    if o.get("compile") and o.get("compile_modules", "unet+prior+movq") != "unet+prior+movq":
+        parts[parts.index("compile")] = f"compile ({o['compile_modules']})"
     if o.get("deepcache_interval", 0) > 1:
         parts.append(f"DeepCache {o['deepcache_interval']}")
     if o.get("prior_scheduler"):
