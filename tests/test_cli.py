@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -64,14 +65,23 @@ def test_prompts_file(tiny_k22, tmp_path):
 def test_every_mode_from_the_cli(tiny_k22, rgb_png, mask_png, tmp_path):
     depth = tmp_path / "depth.png"
     Image.fromarray(np.full((64, 64), 180, np.uint8)).save(depth)
-    for args in (["mix", rgb_png, "a blue square", "--weights", "0.5", "0.5"],
-                 ["img2img", rgb_png, "a blue star", "--strength", "0.5"],
-                 ["inpaint", rgb_png, mask_png, "a yellow square"],
-                 ["control", depth, "a red square"],
-                 ["variations", rgb_png]):
-        r = run_cli(*args, "--model", tiny_k22, "--seed", 0, "-q", cwd=tmp_path)
+    runs = (["mix", rgb_png, "a blue square", "--weights", "0.5", "0.5"],
+            ["img2img", rgb_png, "a blue star", "--strength", "0.5"],
+            ["inpaint", rgb_png, mask_png, "a yellow square"],
+            ["control", depth, "a red square"],
+            ["variations", rgb_png])
+    for args in runs:
+        (tmp_path / args[0]).mkdir()
+
+    def run(args):
+        return run_cli(*args, "--model", tiny_k22, "--seed", 0, "-q", cwd=tmp_path / args[0])
+
+    # Five processes, two at a time: about half of each is importing torch and diffusers (4 s), single-threaded.
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(run, runs))
+    for args, r in zip(runs, results, strict=True):
         assert r.returncode == 0, (args, r.stderr)
-        out = tmp_path / r.stdout.split()[0]
+        out = tmp_path / args[0] / r.stdout.split()[0]
         assert Image.open(out).size == (64, 64)
         assert json.loads(Image.open(out).text["pintor"])["request"]["mode"] == args[0]
 
