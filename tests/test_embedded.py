@@ -30,7 +30,8 @@ TEST_SEED = EVAL_SEED + 2000
 # image and for text items; variations 6/16 (their MoVQ round trip 16/16). Floors allow about two flipped
 # images per figure (four for the 36-prompt overall); v9, with its new MoVQ decoder, passes every floor.
 # With candidates=2 (the default since session 19): single seen 6/6, overall 30/36, control 5/6, inpaint 6/6, mixing 4/4
-# everywhere, variations 6/16, round trip 16/16.
+# everywhere, variations 6/16, round trip 16/16. With candidates=3 (the default since session 21): single seen 6/6,
+# overall 29/36, control 4/6, inpaint 6/6, mixing 4/4 everywhere, variations 6/16, round trip 16/16.
 # Session 9 also tuned v6's prior guidance on a 48-per-category
 # set of this seed, whose first six prompts per category are these.
 SINGLE_SEEN_FLOOR = 4 / 6

@@ -141,6 +141,30 @@ def test_candidates_keep_the_one_nearest_the_embedding(painter, rgb_png):
     assert np.abs(_arr(one) - _arr(drawn[0])).max() <= 2
 
 
+def test_default_candidates_shrink_to_the_image_limit(tiny_k22, tmp_path):
+    import shutil
+
+    from pintor.request import Limits
+
+    path = tmp_path / "tiny-k22-c3"
+    shutil.copytree(tiny_k22, path)
+    meta = json.loads((path / "pintor.json").read_text())
+    meta["defaults"]["candidates"] = 3
+    (path / "pintor.json").write_text(json.dumps(meta))
+    p = pintor.load(path, limits=Limits(max_n=8))
+    assert p.prepare(pintor.GenerationRequest(prompt="a red circle", n=2)).candidates == 3
+    assert p.prepare(pintor.GenerationRequest(prompt="a red circle", n=4)).candidates == 2
+    assert p.prepare(pintor.GenerationRequest(prompt="a red circle", n=8)).candidates == 1
+    images = p.generate("a red circle", seed=0, n=4, **Q)
+    assert len(images) == 4 and json.loads(images[0].info["pintor"])["request"]["candidates"] == 2
+    from pintor.request import candidates_that_fit  # the UI lowers its slider with the same rule
+
+    assert [candidates_that_fit(n, 3, 8) for n in (1, 2, 3, 4, 8)] == [3, 3, 2, 2, 1]
+    # Asked for, candidates are the user's: too many is still an error that says so.
+    with pytest.raises(PintorError, match="n x candidates is 12: at most 8"):
+        p.prepare(pintor.GenerationRequest(prompt="a red circle", n=4, candidates=3))
+
+
 def test_best_candidate_indices():
     from pintor.backends.kandinsky import best_candidate_indices
 

@@ -12,7 +12,7 @@ from pintor.backends import backend_class
 from pintor.backends.common import RunControl, oom_as_error
 from pintor.errors import ModeNotSupportedError, PintorError
 from pintor.registry import DEFAULT_MODEL, REGISTRY, ModelSpec, embedded_path, get_spec
-from pintor.request import DEFAULT_LIMITS, GenerationRequest, Limits
+from pintor.request import DEFAULT_LIMITS, GenerationRequest, Limits, candidates_that_fit
 
 
 @dataclass
@@ -163,7 +163,12 @@ class Painter:
             w, h = load_image(req.image, "image").size
             m = self.spec.size_multiple
             defaults.update(width=_round_size(w, m, self.limits), height=_round_size(h, m, self.limits))
+        asked_candidates = req.candidates
         req = req.with_defaults(defaults)
+        if asked_candidates is None and req.candidates and req.n * req.candidates > self.limits.max_n:
+            # A model's default candidates never make a valid request invalid: they shrink to fit the image limit
+            # (n=4 on a server that draws at most 8 images gets 2 candidates, not an error).
+            req = replace(req, candidates=candidates_that_fit(req.n, req.candidates, self.limits.max_n))
         m = self.spec.size_multiple
         req = replace(req, width=_round_to(req.width, m, "width"), height=_round_to(req.height, m, "height"))
         return req.validate(self.limits)

@@ -195,6 +195,11 @@ _SETTING_NAMES = ("steps", "prior_steps", "guidance_scale", "prior_guidance_scal
                   "candidates")
 
 
+def candidates_that_fit(n: int, candidates: int, max_n: int) -> int:
+    """The most of `candidates` that `n` images may each draw when at most `max_n` images are drawn (at least 1)."""
+    return min(int(candidates), max(1, int(max_n) // int(n)))
+
+
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 

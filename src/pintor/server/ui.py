@@ -12,7 +12,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from pintor.request import GenerationRequest
+from pintor.request import GenerationRequest, candidates_that_fit
 from pintor.server.errors import APIError
 
 # Before gradio is imported: it reads these at import time.
@@ -86,6 +86,10 @@ class _Settings:
                 self.height = gr.Slider(64, size_max, value=d.get("height", 512), step=64, label="Height",
                                         elem_id=f"{tab}-height")
         self.randomise.click(lambda: random.randrange(2**32), outputs=self.seed, api_visibility="private")
+        # More images leave room for fewer candidates each (n x candidates <= max_n): lower the slider to fit
+        # rather than let the next click fail.
+        self.n.change(lambda n, c: candidates_that_fit(n, c, limits.max_n), inputs=[self.n, self.candidates],
+                      outputs=self.candidates, api_visibility="private")
 
     @property
     def inputs(self) -> list:
