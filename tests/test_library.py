@@ -144,7 +144,7 @@ def test_candidates_keep_the_one_nearest_the_embedding(painter, rgb_png):
 def test_default_candidates_shrink_to_the_image_limit(tiny_k22, tmp_path):
     import shutil
 
-    from pintor.request import Limits
+    from pintor.request import Limits, candidates_that_fit
 
     path = tmp_path / "tiny-k22-c3"
     shutil.copytree(tiny_k22, path)
@@ -157,8 +157,7 @@ def test_default_candidates_shrink_to_the_image_limit(tiny_k22, tmp_path):
     assert p.prepare(pintor.GenerationRequest(prompt="a red circle", n=8)).candidates == 1
     images = p.generate("a red circle", seed=0, n=4, **Q)
     assert len(images) == 4 and json.loads(images[0].info["pintor"])["request"]["candidates"] == 2
-    from pintor.request import candidates_that_fit  # the UI lowers its slider with the same rule
-
+    # The UI lowers its slider with the same rule.
     assert [candidates_that_fit(n, 3, 8) for n in (1, 2, 3, 4, 8)] == [3, 3, 2, 2, 1]
     # Asked for, candidates are the user's: too many is still an error that says so.
     with pytest.raises(PintorError, match="n x candidates is 12: at most 8"):

@@ -165,7 +165,7 @@ class Painter:
             defaults.update(width=_round_size(w, m, self.limits), height=_round_size(h, m, self.limits))
         asked_candidates = req.candidates
         req = req.with_defaults(defaults)
-        if asked_candidates is None and req.candidates and req.n * req.candidates > self.limits.max_n:
+        if asked_candidates is None and req.candidates:
             # A model's default candidates never make a valid request invalid: they shrink to fit the image limit
             # (n=4 on a server that draws at most 8 images gets 2 candidates, not an error).
             req = replace(req, candidates=candidates_that_fit(req.n, req.candidates, self.limits.max_n))
