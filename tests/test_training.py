@@ -390,6 +390,27 @@ def test_prior_and_decoders_train_and_load_in_the_pipelines(pool, tmp_path):
     assert ctl(hint=hint, **kw).images.shape == (1, RES, RES, 3)
 
 
+def test_decoder_trains_on_the_priors_embeddings(pool, tmp_path):
+    from pintor.training import DecoderConfig, train_decoder
+    from pintor.training.prior import sample_prior_embeddings
+
+    c = build_kandinsky22(TINY, seed=0)
+    args = (c.prior, c.text_encoder, c.tokenizer, c.image_encoder, c.image_processor, c.prior_scheduler, pool.captions)
+    emb = sample_prior_embeddings(*args, num_inference_steps=2, guidance_scale=2.0, seed=5, batch_size=6,
+                                  progress=False)
+    assert emb.shape == (len(pool), TINY.embed_dim) and emb.dtype == torch.float32
+    # One sample per caption, reproducible from the seed; a caption's embedding is not its image's.
+    again = sample_prior_embeddings(*args, num_inference_steps=2, guidance_scale=2.0, seed=5, batch_size=6,
+                                    progress=False)
+    assert torch.equal(emb, again)
+    cfg = _fast(DecoderConfig, steps=8, batch_size=8, lr=2e-3, snr_gamma=None, p_prior_embeds=1.0)
+    with pytest.raises(ValueError, match="p_prior_embeds is 1.0 but got none prior embeddings for 16 images"):
+        train_decoder(c.unet, c.movq, c.image_encoder, c.image_processor, c.scheduler, pool, cfg, tmp_path / "x")
+    r = train_decoder(c.unet, c.movq, c.image_encoder, c.image_processor, c.scheduler, pool, cfg, tmp_path / "d",
+                      prior_embeds=emb)
+    assert _mean(r.history[-3:]) < _mean(r.history[:3])
+
+
 # ---------------------------------------------------------------------------------------------------
 # CLI: fine-tuning a pretrained folder (loaded with from_pretrained) on an imagefolder
 # ---------------------------------------------------------------------------------------------------
@@ -417,7 +438,7 @@ def test_cli_finetunes_a_pretrained_folder(tiny_model, shapes_folder, tmp_path):
 
     out = tmp_path / "controlnet"
     assert run(_parse(["train", "controlnet", "--out", str(out), "--model", str(tiny_model), "--low-noise", "0.5",
-                       "100", *common])) == 0
+                       "100", "--prior-embeds", "0.5", *common])) == 0
     # --resume on a finished run is a no-op that still writes the model.
     assert run(_parse(["train", "controlnet", "--out", str(out), "--model", str(tiny_model), "--resume",
                        *common])) == 0
@@ -518,7 +539,9 @@ def test_snr_weights_give_clean_latent_errors_clamped_snr_weight():
                          ({"snr_gamma": 0.0}, "snr_gamma must be positive or None (plain loss), got 0.0"),
                          ({"low_noise_fraction": 1.5}, "low_noise_fraction must be in [0, 1], got 1.5"),
                          ({"low_noise_max": 0}, "low_noise_max must be a timestep count >= 1, got 0"),
-                         ({"background_balance": 2.0}, "background_balance must be in [0, 1], got 2.0")):
+                         ({"background_balance": 2.0}, "background_balance must be in [0, 1], got 2.0"),
+                         ({"p_prior_embeds": -0.1}, "p_prior_embeds must be in [0, 1], got -0.1"),
+                         ({"kind": "inpaint", "p_prior_embeds": 0.5}, "inpainting has p_moved_embeds")):
         with pytest.raises(ValueError, match=re.escape(message)):
             DecoderConfig(**bad).validate()
 
@@ -532,6 +555,7 @@ def test_snr_weights_give_clean_latent_errors_clamped_snr_weight():
     (["train", "decoder", "--low-noise", "0.5", "2.5"], "got 0.5 2.5"),
     (["train", "decoder", "--low-noise", "0.5", "5000", "--pool-size", "4", "--steps", "1"], "low_noise_max is 5000, but the schedule has 1000"),
     (["train", "decoder", "--background-balance", "1.5"], "--background-balance must be in [0, 1], got 1.5"),
+    (["train", "decoder", "--prior-embeds", "2"], "--prior-embeds must be in [0, 1], got 2"),
     (["train", "prior", "--layout-weight", "-1"], "--layout-weight must be 0 or positive, got -1.0"),
     (["train", "prior", "--relation-weight", "0"], "--relation-weight must be positive, got 0.0"),
     (["train", "movq", "--background-share", "gray", "0.5"], "--background-share needs --decoder-only"),

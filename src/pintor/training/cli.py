@@ -75,6 +75,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             t.add_argument("--background-balance", type=float, metavar="B",
                            help="even out the backgrounds captions name when drawing images: 0 (default) draws "
                                 "images uniformly, 1 each background equally often")
+            if target != "inpaint":
+                t.add_argument("--prior-embeds", type=float, metavar="P",
+                               help="paint from the prior's embedding of each image's caption a fraction P of "
+                                    "the time, as at inference, instead of the image's own (default 0)")
             t.add_argument("--full-attention", action="store_true",
                            help="grow cross-attention on the image embedding at the full latent resolution too "
                                 "(new blocks start as no-ops, so training starts from the model's predictions)")
@@ -100,6 +104,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                            help=f"start a new {target} decoder from the model's decoder, even when the model "
                                 "already has one (default: continue the existing one)")
     return p
+
+
+# The prior settings `--prior-embeds` samples with when the model's pintor.json names none (diffusers' defaults).
+_PRIOR_SAMPLING = {"prior_steps": 25, "prior_guidance_scale": 4.0}
 
 
 def _positive(name: str, v):
@@ -216,6 +224,10 @@ def _run(args) -> int:
             if not 0 <= args.background_balance <= 1:
                 raise ValueError(f"--background-balance must be in [0, 1], got {args.background_balance:g}")
             extra["background_balance"] = args.background_balance
+        if getattr(args, "prior_embeds", None) is not None:
+            if not 0 <= args.prior_embeds <= 1:
+                raise ValueError(f"--prior-embeds must be in [0, 1], got {args.prior_embeds:g}")
+            extra["p_prior_embeds"] = args.prior_embeds
         cfg = _config(args, DecoderConfig, kind=kind, **extra)
     elif args.target == "prior":
         extra = {}
@@ -268,7 +280,17 @@ def _run(args) -> int:
             unet = wider_unet_from(unet, seed=args.seed)
         if args.full_attention:
             unet = full_attention_unet_from(unet, seed=args.seed)
-        r = train_decoder(unet, c.movq, c.image_encoder, c.image_processor, c.scheduler, pool, cfg, out)
+        prior_embeds = None
+        if cfg.p_prior_embeds:
+            from pintor.training.prior import sample_prior_embeddings
+
+            d = {**_PRIOR_SAMPLING, **(c.extra.get("_meta", {}).get("defaults") or {})}
+            prior_embeds = sample_prior_embeddings(
+                c.prior, c.text_encoder, c.tokenizer, c.image_encoder, c.image_processor, c.prior_scheduler,
+                pool.captions, num_inference_steps=d["prior_steps"], guidance_scale=d["prior_guidance_scale"],
+                seed=args.seed, device=cfg.device)
+        r = train_decoder(unet, c.movq, c.image_encoder, c.image_processor, c.scheduler, pool, cfg, out,
+                          prior_embeds=prior_embeds)
         setattr(c, {"text2img": "unet", "inpaint": "inpaint_unet", "controlnet": "controlnet_unet"}[kind], r.model.cpu())
     meta = c.extra.pop("_meta", {})
     # Keep what the starting model recorded (e.g. its negative-embedding convention), minus what is rewritten.

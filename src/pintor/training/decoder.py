@@ -38,6 +38,10 @@ class DecoderConfig(TrainConfig):
             half a turn (every object elsewhere), so the decoder takes positions from the mask and the kept
             pixels, and only what to paint from the embedding; at inference the prior's embedding of the
             prompt places objects anywhere.
+        p_prior_embeds (`float`): text to image and ControlNet: how often the image embedding is the prior's
+            sample for the image's caption (`prior_embeds` of `train_decoder`) instead of the image's own. At
+            inference the decoder paints from the prior's embeddings, which name the caption's objects but not
+            this image's exact layout; 0 trains on true embeddings only, as diffusers' script does.
         low_noise_fraction (`float`): fraction of samples whose timestep is drawn from `[0, low_noise_max)`
             instead of the whole schedule. The last sampling steps decide an object's outline, and a MoVQ
             decoder turns small errors in those latents into rounded squares and blunted stars.
@@ -60,6 +64,7 @@ class DecoderConfig(TrainConfig):
     p_object_mask: float = 0.5
     p_full_mask: float = 0.1
     p_moved_embeds: float = 0.5
+    p_prior_embeds: float = 0.0
     low_noise_fraction: float = 0.0
     low_noise_max: int = 250
     background_balance: float = 0.0
@@ -68,6 +73,10 @@ class DecoderConfig(TrainConfig):
         super().validate()
         if not 0 <= self.background_balance <= 1:
             raise ValueError(f"background_balance must be in [0, 1], got {self.background_balance!r}")
+        if not 0 <= self.p_prior_embeds <= 1:
+            raise ValueError(f"p_prior_embeds must be in [0, 1], got {self.p_prior_embeds!r}")
+        if self.p_prior_embeds and self.kind == "inpaint":
+            raise ValueError("p_prior_embeds is for text2img and controlnet decoders; inpainting has p_moved_embeds")
         if not 0 <= self.low_noise_fraction <= 1:
             raise ValueError(f"low_noise_fraction must be in [0, 1], got {self.low_noise_fraction!r}")
         if not self.low_noise_max >= 1:
@@ -115,7 +124,7 @@ def check_unet_kind(unet, kind: str, latent_channels: int) -> None:
 
 def train_decoder(unet, movq, image_encoder, image_processor, noise_scheduler, pool: ImagePool, cfg: DecoderConfig,
                   out_dir: str | Path, *, latents: torch.Tensor | None = None,
-                  image_embeds: torch.Tensor | None = None) -> LoopResult:
+                  image_embeds: torch.Tensor | None = None, prior_embeds: torch.Tensor | None = None) -> LoopResult:
     """Trains a Kandinsky 2.2 decoder UNet to predict the noise on MoVQ latents given the CLIP image embedding.
 
     Matches `KandinskyV22Pipeline` and its inpaint / ControlNet variants: latents are
@@ -136,6 +145,8 @@ def train_decoder(unet, movq, image_encoder, image_processor, noise_scheduler, p
         cfg (`DecoderConfig`): settings.
         out_dir (`str` or `Path`): checkpoints and logs.
         latents, image_embeds (`torch.Tensor`, *optional*): precomputed for the pool, to share between stages.
+        prior_embeds (`torch.Tensor`, *optional*): the prior's embedding of each pool caption
+            (`pintor.training.prior.sample_prior_embeddings`); needed when `cfg.p_prior_embeds` > 0.
     """
     device = check_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -156,6 +167,9 @@ def train_decoder(unet, movq, image_encoder, image_processor, noise_scheduler, p
         image_embeds = image_embeddings(image_encoder, pixels, image_processor, device=device, progress=cfg.progress)
     if len(latents) != len(pool) or len(image_embeds) != len(pool):
         raise ValueError(f"got {len(latents)} latents and {len(image_embeds)} embeddings for {len(pool)} images")
+    if cfg.p_prior_embeds and (prior_embeds is None or len(prior_embeds) != len(pool)):
+        got = "none" if prior_embeds is None else len(prior_embeds)
+        raise ValueError(f"p_prior_embeds is {cfg.p_prior_embeds} but got {got} prior embeddings for {len(pool)} images")
     moved_embeds = None
     if moved:
         moved_embeds = image_embeddings(image_encoder, pixels.flip(-2, -1), image_processor, device=device,
@@ -188,6 +202,8 @@ def train_decoder(unet, movq, image_encoder, image_processor, noise_scheduler, p
         emb = image_embeds[idx]
         if moved_embeds is not None:
             emb = torch.where((torch.rand(b, generator=gen) < cfg.p_moved_embeds)[:, None], moved_embeds[idx], emb)
+        if cfg.p_prior_embeds:
+            emb = torch.where((torch.rand(b, generator=gen) < cfg.p_prior_embeds)[:, None], prior_embeds[idx], emb)
         emb = torch.where(drop[:, None], negative, emb)
         a = alphas[t][:, None, None, None]
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise

@@ -162,3 +162,29 @@ def fit_layout_probe(image_embeds: torch.Tensor, layout: torch.Tensor, *, seed: 
         loss.backward()
         opt.step()
     return probe.requires_grad_(False).eval()
+
+
+@torch.no_grad()
+def sample_prior_embeddings(prior, text_encoder, tokenizer, image_encoder, image_processor, scheduler,
+                            captions: list[str], *, num_inference_steps: int, guidance_scale: float, seed: int = 0,
+                            device="cpu", batch_size: int = 256, progress: bool = True) -> torch.Tensor:
+    """One `KandinskyV22PriorPipeline` sample per caption, `(len(captions), D)` float32 on the CPU.
+
+    These are the embeddings the decoder is given at inference (text to image), as opposed to the true
+    embeddings of training images; batch `k` is drawn with the generator seeded `seed + k`.
+    """
+    from diffusers import KandinskyV22PriorPipeline
+    from tqdm.auto import tqdm
+
+    pipe = KandinskyV22PriorPipeline(prior=frozen(prior, device), text_encoder=frozen(text_encoder, device),
+                                     tokenizer=tokenizer, image_encoder=frozen(image_encoder, device),
+                                     image_processor=image_processor, scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    out = []
+    for k, s in enumerate(tqdm(range(0, len(captions), batch_size), desc="prior embeds", disable=not progress,
+                               mininterval=5)):
+        gen = torch.Generator(device).manual_seed(seed + k)
+        r = pipe(captions[s:s + batch_size], num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                 generator=gen, output_type="pt")
+        out.append(r.image_embeds.float().cpu())
+    return torch.cat(out)
