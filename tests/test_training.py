@@ -399,7 +399,7 @@ def test_decoder_trains_on_the_priors_embeddings(pool, tmp_path):
     emb = sample_prior_embeddings(*args, num_inference_steps=2, guidance_scale=2.0, seed=5, batch_size=6,
                                   progress=False)
     assert emb.shape == (len(pool), TINY.embed_dim) and emb.dtype == torch.float32
-    # One sample per caption, reproducible from the seed; a caption's embedding is not its image's.
+    # One sample per caption, reproducible from the seed.
     again = sample_prior_embeddings(*args, num_inference_steps=2, guidance_scale=2.0, seed=5, batch_size=6,
                                     progress=False)
     assert torch.equal(emb, again)

@@ -54,10 +54,9 @@ def gen(a) -> None:
 
 
 def train(a) -> None:
-    from pintor.architectures import save_kandinsky22
     from pintor.registry import embedded_path
     from pintor.training.clip import image_embeddings
-    from pintor.training.components import load_components
+    from pintor.training.components import load_components, save_trained
     from pintor.training.data import ImagePool, build_shapes_pool, clip_resize
     from pintor.training.decoder import DecoderConfig, train_decoder
 
@@ -74,9 +73,7 @@ def train(a) -> None:
     r = train_decoder(c.unet, c.movq, c.image_encoder, c.image_processor, c.scheduler, pool, cfg, out,
                       image_embeds=torch.cat([ge, true]))
     c.unet = r.model.cpu()
-    meta = c.extra.pop("_meta", {})
-    c.extra.update({k: v for k, v in meta.items() if k not in ("name", "family", "defaults")})
-    print(save_kandinsky22(c, out / "model", name=meta.get("name", out.name), defaults=meta.get("defaults")))
+    print(save_trained(c, out / "model", name=out.name))
 
 
 def main() -> None:

@@ -183,7 +183,6 @@ def _run(args) -> int:
 
     import torch
 
-    from pintor.architectures import save_kandinsky22
     from pintor.training.loop import check_device
 
     check_device(args.device)
@@ -194,6 +193,7 @@ def _run(args) -> int:
         controlnet_unet_from,
         full_attention_unet_from,
         inpaint_unet_from,
+        save_trained,
         wider_unet_from,
     )
     from pintor.training.decoder import DecoderConfig, train_decoder
@@ -292,9 +292,5 @@ def _run(args) -> int:
         r = train_decoder(unet, c.movq, c.image_encoder, c.image_processor, c.scheduler, pool, cfg, out,
                           prior_embeds=prior_embeds)
         setattr(c, {"text2img": "unet", "inpaint": "inpaint_unet", "controlnet": "controlnet_unet"}[kind], r.model.cpu())
-    meta = c.extra.pop("_meta", {})
-    # Keep what the starting model recorded (e.g. its negative-embedding convention), minus what is rewritten.
-    c.extra.update({k: v for k, v in meta.items() if k not in ("name", "family", "defaults")})
-    path = save_kandinsky22(c, out / "model", name=meta.get("name", out.name), defaults=meta.get("defaults"))
-    print(path)
+    print(save_trained(c, out / "model", name=out.name))
     return 0

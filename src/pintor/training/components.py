@@ -104,6 +104,19 @@ def load_components(ref: str | Path, *, need: tuple[str, ...] = ("prior", "decod
     return c
 
 
+def save_trained(c: Kandinsky22Components, path: str | Path, *, name: str) -> Path:
+    """Saves components loaded by `load_components` (and trained) as a model folder at `path`.
+
+    What the starting model's pintor.json recorded (its defaults, its negative-embedding convention) is kept;
+    its name too, `name` being the fallback when it had none.
+    """
+    from pintor.architectures import save_kandinsky22
+
+    meta = c.extra.pop("_meta", {})
+    c.extra.update({k: v for k, v in meta.items() if k not in ("name", "family", "defaults")})
+    return save_kandinsky22(c, path, name=meta.get("name", name), defaults=meta.get("defaults"))
+
+
 def _unet_from(base, **overrides):
     from diffusers import UNet2DConditionModel
 

@@ -158,6 +158,9 @@ def train_decoder(unet, movq, image_encoder, image_processor, noise_scheduler, p
     if cfg.low_noise_max > len(noise_scheduler.alphas_cumprod):
         raise ValueError(f"low_noise_max is {cfg.low_noise_max}, but the schedule has "
                          f"{len(noise_scheduler.alphas_cumprod)} timesteps")
+    if cfg.p_prior_embeds and (prior_embeds is None or len(prior_embeds) != len(pool)):
+        got = "none" if prior_embeds is None else len(prior_embeds)
+        raise ValueError(f"p_prior_embeds is {cfg.p_prior_embeds} but got {got} prior embeddings for {len(pool)} images")
     if latents is None:
         latents = encode_latents(frozen(movq, device), pool, device=device, progress=cfg.progress)
     moved = cfg.kind == "inpaint" and cfg.p_moved_embeds > 0
@@ -167,9 +170,6 @@ def train_decoder(unet, movq, image_encoder, image_processor, noise_scheduler, p
         image_embeds = image_embeddings(image_encoder, pixels, image_processor, device=device, progress=cfg.progress)
     if len(latents) != len(pool) or len(image_embeds) != len(pool):
         raise ValueError(f"got {len(latents)} latents and {len(image_embeds)} embeddings for {len(pool)} images")
-    if cfg.p_prior_embeds and (prior_embeds is None or len(prior_embeds) != len(pool)):
-        got = "none" if prior_embeds is None else len(prior_embeds)
-        raise ValueError(f"p_prior_embeds is {cfg.p_prior_embeds} but got {got} prior embeddings for {len(pool)} images")
     moved_embeds = None
     if moved:
         moved_embeds = image_embeddings(image_encoder, pixels.flip(-2, -1), image_processor, device=device,
