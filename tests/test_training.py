@@ -6,6 +6,7 @@ The trainers are deterministic in their seed, so "the loss falls" is checked on 
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import json
 import re
@@ -411,6 +412,66 @@ def test_decoder_trains_on_the_priors_embeddings(pool, tmp_path):
     assert _mean(r.history[-3:]) < _mean(r.history[:3])
 
 
+def test_encoding_cache_is_keyed_by_content(tmp_path):
+    from pintor.training.cache import fingerprint, load_or_compute
+
+    images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    conv = torch.nn.Conv2d(3, 2, 1)
+    key = fingerprint("latents", images, conv, "cpu")
+    assert key == fingerprint("latents", images.clone(), copy.deepcopy(conv), "cpu")
+    other = images.clone()
+    other[3, 2, 7, 7] ^= 1  # one bit of one pixel
+    assert fingerprint("latents", other, conv, "cpu") != key
+    with torch.no_grad():
+        bumped = copy.deepcopy(conv)
+        bumped.bias[0] = torch.nextafter(bumped.bias[0], torch.tensor(1.0))
+    assert fingerprint("latents", images, bumped, "cpu") != key
+    assert fingerprint("ab", "c") != fingerprint("a", "bc")
+
+    calls = []
+
+    def compute(v):
+        calls.append(v)
+        return {"x": torch.full((2,), float(v))}
+
+    path = tmp_path / "cache" / "x.safetensors"
+    assert torch.equal(load_or_compute(path, key, lambda: compute(1))["x"], torch.ones(2))
+    assert torch.equal(load_or_compute(path, key, lambda: compute(2))["x"], torch.ones(2))  # read back
+    assert calls == [1]
+    assert torch.equal(load_or_compute(path, "another", lambda: compute(3))["x"], torch.full((2,), 3.0))
+    path.write_bytes(path.read_bytes()[:20])  # cut short, as by a crash
+    assert torch.equal(load_or_compute(path, "another", lambda: compute(4))["x"], torch.full((2,), 4.0))
+    assert calls == [1, 3, 4] and not list(path.parent.glob("*.tmp"))
+
+
+def test_decoder_resume_reads_the_pools_encodings_back(pool, tmp_path):
+    from safetensors.torch import load_file
+
+    from pintor.training import DecoderConfig, train_decoder
+    from pintor.training.components import frozen
+    from pintor.training.data import ImagePool
+    from pintor.training.movq import encode_latents
+
+    c = build_kandinsky22(TINY, seed=0)
+    out = tmp_path / "d"
+    args = (c.movq, c.image_encoder, c.image_processor, c.scheduler)
+    train_decoder(copy.deepcopy(c.unet), *args, pool, _fast(DecoderConfig, steps=2, batch_size=4), out)
+    latents = out / "cache" / "latents.safetensors"
+    embeds = out / "cache" / "image_embeds.safetensors"
+    first = load_file(latents)["latents"]
+    assert torch.equal(first, encode_latents(frozen(c.movq, "cpu"), pool, device="cpu", progress=False))
+    stamps = latents.stat().st_mtime_ns, embeds.stat().st_mtime_ns
+    train_decoder(copy.deepcopy(c.unet), *args, pool, _fast(DecoderConfig, steps=4, batch_size=4, resume=True), out)
+    assert (latents.stat().st_mtime_ns, embeds.stat().st_mtime_ns) == stamps  # read, not written again
+    # Another pool in the same folder is encoded afresh, never trained on the old pool's latents.
+    images = pool.images.clone()
+    images[0] = 255 - images[0]
+    changed = ImagePool(images, pool.captions, depth=pool.depth, boxes=pool.boxes, layout=pool.layout)
+    train_decoder(copy.deepcopy(c.unet), *args, changed, _fast(DecoderConfig, steps=6, batch_size=4, resume=True), out)
+    fresh = encode_latents(frozen(c.movq, "cpu"), changed, device="cpu", progress=False)
+    assert torch.equal(load_file(latents)["latents"], fresh) and not torch.equal(fresh[0], first[0])
+
+
 # ---------------------------------------------------------------------------------------------------
 # CLI: fine-tuning a pretrained folder (loaded with from_pretrained) on an imagefolder
 # ---------------------------------------------------------------------------------------------------
@@ -435,13 +496,17 @@ def test_cli_finetunes_a_pretrained_folder(tiny_model, shapes_folder, tmp_path):
     KandinskyV22PriorPipeline.from_pretrained(out / "model" / "prior")
     assert json.loads((out / "model" / "pintor.json").read_text())["name"] == "tiny"
     assert len(list(csv.DictReader(open(out / "loss.csv")))) == 3
+    assert (out / "cache" / "image_embeds.safetensors").is_file()
 
     out = tmp_path / "controlnet"
     assert run(_parse(["train", "controlnet", "--out", str(out), "--model", str(tiny_model), "--low-noise", "0.5",
                        "100", "--prior-embeds", "0.5", *common])) == 0
-    # --resume on a finished run is a no-op that still writes the model.
+    sampled = out / "cache" / "prior_embeds.safetensors"
+    stamp = sampled.stat().st_mtime_ns
+    # --resume on a finished run is a no-op that still writes the model, and samples no prior embeddings again.
     assert run(_parse(["train", "controlnet", "--out", str(out), "--model", str(tiny_model), "--resume",
-                       *common])) == 0
+                       "--low-noise", "0.5", "100", "--prior-embeds", "0.5", *common])) == 0
+    assert sampled.stat().st_mtime_ns == stamp
     unet = UNet2DConditionModel.from_pretrained(out / "model" / "controlnet-depth" / "unet")
     assert unet.config.addition_embed_type == "image_hint"
 

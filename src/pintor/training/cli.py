@@ -282,13 +282,19 @@ def _run(args) -> int:
             unet = full_attention_unet_from(unet, seed=args.seed)
         prior_embeds = None
         if cfg.p_prior_embeds:
+            from pintor.training.cache import fingerprint, load_or_compute
             from pintor.training.prior import sample_prior_embeddings
 
             d = {**_PRIOR_SAMPLING, **(c.extra.get("_meta", {}).get("defaults") or {})}
-            prior_embeds = sample_prior_embeddings(
-                c.prior, c.text_encoder, c.tokenizer, c.image_encoder, c.image_processor, c.prior_scheduler,
-                pool.captions, num_inference_steps=d["prior_steps"], guidance_scale=d["prior_guidance_scale"],
-                seed=args.seed, device=cfg.device)
+            settings = dict(num_inference_steps=d["prior_steps"], guidance_scale=d["prior_guidance_scale"],
+                            seed=args.seed, device=cfg.device)
+            key = fingerprint("prior_embeds", pool.captions, c.prior, c.text_encoder, c.image_encoder,
+                              sorted(c.tokenizer.get_vocab().items()), c.prior_scheduler.config,
+                              sorted(settings.items()))
+            prior_embeds = load_or_compute(out / "cache" / "prior_embeds.safetensors", key, lambda: {
+                "prior_embeds": sample_prior_embeddings(
+                    c.prior, c.text_encoder, c.tokenizer, c.image_encoder, c.image_processor, c.prior_scheduler,
+                    pool.captions, **settings)})["prior_embeds"]
         r = train_decoder(unet, c.movq, c.image_encoder, c.image_processor, c.scheduler, pool, cfg, out,
                           prior_embeds=prior_embeds)
         setattr(c, {"text2img": "unet", "inpaint": "inpaint_unet", "controlnet": "controlnet_unet"}[kind], r.model.cpu())

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from pintor.data.shapes import named_background
+from pintor.training.cache import fingerprint, load_or_compute, processor_settings
 from pintor.training.clip import image_embeddings, zero_image_embedding
 from pintor.training.components import frozen
 from pintor.training.data import ImagePool, clip_resize, inpaint_inputs, random_repaint_masks
@@ -161,19 +162,32 @@ def train_decoder(unet, movq, image_encoder, image_processor, noise_scheduler, p
     if cfg.p_prior_embeds and (prior_embeds is None or len(prior_embeds) != len(pool)):
         got = "none" if prior_embeds is None else len(prior_embeds)
         raise ValueError(f"p_prior_embeds is {cfg.p_prior_embeds} but got {got} prior embeddings for {len(pool)} images")
+    cache = Path(out_dir) / "cache"  # what --resume reads back instead of encoding the pool again
     if latents is None:
-        latents = encode_latents(frozen(movq, device), pool, device=device, progress=cfg.progress)
+        latents = load_or_compute(
+            cache / "latents.safetensors", fingerprint("latents", pool.images, movq, str(device)),
+            lambda: {"latents": encode_latents(frozen(movq, device), pool, device=device, progress=cfg.progress)},
+        )["latents"]
     moved = cfg.kind == "inpaint" and cfg.p_moved_embeds > 0
-    # The CLIP-sized pixels serve both embeddings; resize the pool once.
-    pixels = clip_resize(pool, image_processor, progress=cfg.progress) if image_embeds is None or moved else None
+    pixels = None
+
+    def clip_pixels():  # the CLIP-sized pixels serve both embeddings: resize the pool once, and only if needed
+        nonlocal pixels
+        if pixels is None:
+            pixels = clip_resize(pool, image_processor, progress=cfg.progress)
+        return pixels
+
+    def embeds(name: str, flip: bool) -> torch.Tensor:
+        key = fingerprint(name, pool.images, image_encoder, processor_settings(image_processor), str(device))
+        return load_or_compute(cache / f"{name}.safetensors", key, lambda: {name: image_embeddings(
+            image_encoder, clip_pixels().flip(-2, -1) if flip else clip_pixels(), image_processor, device=device,
+            progress=cfg.progress)})[name]
+
     if image_embeds is None:
-        image_embeds = image_embeddings(image_encoder, pixels, image_processor, device=device, progress=cfg.progress)
+        image_embeds = embeds("image_embeds", flip=False)
     if len(latents) != len(pool) or len(image_embeds) != len(pool):
         raise ValueError(f"got {len(latents)} latents and {len(image_embeds)} embeddings for {len(pool)} images")
-    moved_embeds = None
-    if moved:
-        moved_embeds = image_embeddings(image_encoder, pixels.flip(-2, -1), image_processor, device=device,
-                                        progress=cfg.progress)
+    moved_embeds = embeds("moved_embeds", flip=True) if moved else None
     negative = zero_image_embedding(frozen(image_encoder, device), device=device)
     unet = unet.to(device)
     alphas = noise_scheduler.alphas_cumprod.float()

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from pintor.training.cache import fingerprint, load_or_compute, processor_settings
 from pintor.training.clip import image_embeddings, layout_loss, layout_outputs
 from pintor.training.components import frozen
 from pintor.training.data import ImagePool, clip_resize, tokenize
@@ -86,9 +87,11 @@ def train_prior(prior, text_encoder, image_encoder, tokenizer, image_processor, 
     device = check_device(cfg.device)
     torch.manual_seed(cfg.seed)
     te = frozen(text_encoder, device)
-    if image_embeds is None:
-        image_embeds = image_embeddings(image_encoder, clip_resize(pool, image_processor, progress=cfg.progress),
-                                        image_processor, device=device, progress=cfg.progress)
+    if image_embeds is None:  # kept in OUT/cache so that --resume does not encode the pool again
+        key = fingerprint("image_embeds", pool.images, image_encoder, processor_settings(image_processor), str(device))
+        image_embeds = load_or_compute(Path(out_dir) / "cache" / "image_embeds.safetensors", key, lambda: {
+            "image_embeds": image_embeddings(image_encoder, clip_resize(pool, image_processor, progress=cfg.progress),
+                                             image_processor, device=device, progress=cfg.progress)})["image_embeds"]
     if len(image_embeds) != len(pool):
         raise ValueError(f"got {len(image_embeds)} image embeddings for {len(pool)} pool images")
     set_stats = cfg.set_clip_stats
