@@ -162,13 +162,14 @@ def train_decoder(unet, movq, image_encoder, image_processor, noise_scheduler, p
     if cfg.p_prior_embeds and (prior_embeds is None or len(prior_embeds) != len(pool)):
         got = "none" if prior_embeds is None else len(prior_embeds)
         raise ValueError(f"p_prior_embeds is {cfg.p_prior_embeds} but got {got} prior embeddings for {len(pool)} images")
+    moved = cfg.kind == "inpaint" and cfg.p_moved_embeds > 0
     cache = Path(out_dir) / "cache"  # what --resume reads back instead of encoding the pool again
+    pool_key = fingerprint(pool.images) if latents is None or image_embeds is None or moved else None
     if latents is None:
         latents = load_or_compute(
-            cache / "latents.safetensors", fingerprint("latents", pool.images, movq, str(device)),
+            cache / "latents.safetensors", fingerprint("latents", pool_key, movq, str(device)),
             lambda: {"latents": encode_latents(frozen(movq, device), pool, device=device, progress=cfg.progress)},
         )["latents"]
-    moved = cfg.kind == "inpaint" and cfg.p_moved_embeds > 0
     pixels = None
 
     def clip_pixels():  # the CLIP-sized pixels serve both embeddings: resize the pool once, and only if needed
@@ -178,7 +179,7 @@ def train_decoder(unet, movq, image_encoder, image_processor, noise_scheduler, p
         return pixels
 
     def embeds(name: str, flip: bool) -> torch.Tensor:
-        key = fingerprint(name, pool.images, image_encoder, processor_settings(image_processor), str(device))
+        key = fingerprint(name, pool_key, image_encoder, processor_settings(image_processor), str(device))
         return load_or_compute(cache / f"{name}.safetensors", key, lambda: {name: image_embeddings(
             image_encoder, clip_pixels().flip(-2, -1) if flip else clip_pixels(), image_processor, device=device,
             progress=cfg.progress)})[name]

@@ -278,9 +278,9 @@ def train_shapes(out_dir: str | Path, *, device: str = "cpu", seed: int = 0, bud
         The saved model folder, loadable with `pintor.load(path)`.
     """
     from diffusers import PriorTransformer, UNet2DConditionModel, VQModel
-    from safetensors.torch import load_file, save_file
     from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
 
+    from pintor.training.cache import fingerprint, load_or_compute, processor_settings
     from pintor.training.clip import image_embeddings, train_clip, zero_image_embedding
     from pintor.training.components import controlnet_unet_from, frozen, inpaint_unet_from
     from pintor.training.data import build_shapes_pool, clip_resize
@@ -358,17 +358,19 @@ def train_shapes(out_dir: str | Path, *, device: str = "cpu", seed: int = 0, bud
         _save_module(c.movq, final)
         finish("movq", t0, **r.info)
 
-    # Latents and image embeddings of the pool, shared by the prior and decoder stages.
-    cache = work / "cache.safetensors"
-    if resume and cache.is_file():
-        cached = load_file(cache)
-        latents, embeds = cached["latents"], cached["image_embeds"]
-    else:
+    # Latents and image embeddings of the pool, shared by the prior and decoder stages. Keyed by what they
+    # depend on, so a resume that re-planned the CLIP or MoVQ stage encodes the pool again.
+    def encode():
         t0 = time.time()
-        latents = encode_latents(frozen(c.movq, device), pool, device=device, progress=progress)
-        embeds = image_embeddings(c.image_encoder, pixels, c.image_processor, device=device, progress=progress)
-        save_file({"latents": latents.contiguous(), "image_embeds": embeds.contiguous()}, cache)
-        _log(f"latents (std {latents.std():.3f}) and image embeddings in {time.time() - t0:.0f} s")
+        lat = encode_latents(frozen(c.movq, device), pool, device=device, progress=progress)
+        emb = image_embeddings(c.image_encoder, pixels, c.image_processor, device=device, progress=progress)
+        _log(f"latents (std {lat.std():.3f}) and image embeddings in {time.time() - t0:.0f} s")
+        return {"latents": lat, "image_embeds": emb}
+
+    key = fingerprint("shapes-pool", pool.images, c.movq, c.image_encoder, processor_settings(c.image_processor),
+                      str(device))
+    cached = load_or_compute(work / "cache.safetensors", key, encode)
+    latents, embeds = cached["latents"], cached["image_embeds"]
     c.image_encoder = c.image_encoder.cpu()
 
     # 3. Prior.
