@@ -6,8 +6,9 @@
 Each `--take PART=MODEL` copies `MODEL/PART`'s weights (a run's fp32 output, or a checkpoint's
 `ema.safetensors` given as a file) into the copy as fp16, exactly as they would ship; the keys, shapes and
 dtypes must match the base's, so configs stay the base's. A MODEL folder whose PART/config.json differs from the
-base's is a grown architecture (`pintor train decoder --full-attention`): its config is taken too, and its weights
-must hold every base key with the base's shape, plus new ones. Everything else, `pintor.json` included, is copied.
+base's is a grown architecture (`pintor train decoder --full-attention` or `--widen`): its config is taken too,
+and its weights must be exactly the tensors (keys and shapes) of the model that config builds. Everything else,
+`pintor.json` included, is copied.
 """
 
 from __future__ import annotations
@@ -21,21 +22,29 @@ from pathlib import Path
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 
-def checked_fp16(base_file: Path, src_file: Path, *, grown: bool = False) -> dict:
+def checked_fp16(base_file: Path, src_file: Path, *, grown_config: Path | None = None) -> dict:
     """`src_file`'s tensors as fp16, refused (ValueError) unless their keys, shapes and dtypes are `base_file`'s
-    (with `grown`, unless they hold every one of `base_file`'s keys, and more)."""
+    (with `grown_config`, unless they are those of the model that config builds: a widened UNet changes shapes)."""
     import safetensors.torch as st
 
-    want = st.load_file(base_file)
     got = {k: (v.half() if v.is_floating_point() else v) for k, v in st.load_file(src_file).items()}
-    if grown and not set(got) > set(want):
-        raise ValueError(f"{src_file}: a grown part must hold all {len(want)} keys of {base_file} and more, "
-                         f"got {len(got)} keys, {len(set(want) - set(got))} of the base's missing")
-    if not grown and set(got) != set(want):
-        raise ValueError(f"{src_file}: keys differ from {base_file} ({len(set(got) ^ set(want))} not in both)")
+    if grown_config is None:
+        want = st.load_file(base_file)
+    else:
+        import diffusers
+
+        config = json.loads(grown_config.read_text())
+        cls = getattr(diffusers, config.get("_class_name", ""), None)
+        if cls is None:
+            raise ValueError(f"{grown_config}: _class_name {config.get('_class_name')!r} is not a diffusers model")
+        want = {k: (v.half() if v.is_floating_point() else v) for k, v in cls.from_config(config).state_dict().items()}
+    if set(got) != set(want):
+        raise ValueError(f"{src_file}: keys differ from {grown_config or base_file} "
+                         f"({len(set(got) ^ set(want))} not in both)")
     bad = [k for k in want if got[k].shape != want[k].shape or got[k].dtype != want[k].dtype]
     if bad:
-        raise ValueError(f"{src_file}: {len(bad)} tensors differ in shape or dtype from {base_file}, e.g. {bad[0]}")
+        raise ValueError(f"{src_file}: {len(bad)} tensors differ in shape or dtype from {grown_config or base_file}, "
+                         f"e.g. {bad[0]}")
     return got
 
 
@@ -68,7 +77,7 @@ def main(argv=None) -> int:
             base / part / "config.json")
         pairs.append((part, src_file, config if grown else None))
     try:  # every part is checked before anything is written
-        weights = {part: checked_fp16(base / part / WEIGHTS, src_file, grown=config is not None)
+        weights = {part: checked_fp16(base / part / WEIGHTS, src_file, grown_config=config)
                    for part, src_file, config in pairs}
     except ValueError as e:
         sys.exit(f"candidate: {e}")
