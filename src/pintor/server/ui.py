@@ -120,6 +120,15 @@ class _Outputs:
         return [self.job, self.status, self.gallery, self.files]
 
 
+def _run_buttons(tab: str, label: str):
+    """A tab's primary button and its Stop beside it, in a row of their own."""
+    import gradio as gr
+
+    with gr.Row():
+        return (gr.Button(label, variant="primary", elem_id=f"{tab}-run"),
+                gr.Button("Stop", variant="stop", elem_id=f"{tab}-stop"))
+
+
 def _progress_text(job) -> str:
     p = job.progress()
     if job.state == "queued":
@@ -229,9 +238,7 @@ def build_ui(service):
                         g_prompt = gr.Textbox(label="Prompt", lines=2, elem_id="generate-prompt",
                                               placeholder="a red circle above a blue square")
                         g_negative = gr.Textbox(label="Negative prompt", elem_id="generate-negative")
-                        with gr.Row():
-                            g_run = gr.Button("Generate", variant="primary", elem_id="generate-run")
-                            g_stop = gr.Button("Stop", variant="stop", elem_id="generate-stop")
+                        g_run, g_stop = _run_buttons("generate", "Generate")
                         g_set = _Settings(service, "generate")
                     with gr.Column(scale=1):
                         g_out = _Outputs("generate")
@@ -259,9 +266,7 @@ def build_ui(service):
                 with gr.Row():
                     with gr.Column():
                         m_negative = gr.Textbox(label="Negative prompt", elem_id="mix-negative")
-                        with gr.Row():
-                            m_run = gr.Button("Mix", variant="primary", elem_id="mix-run")
-                            m_stop = gr.Button("Stop", variant="stop", elem_id="mix-stop")
+                        m_run, m_stop = _run_buttons("mix", "Mix")
                         m_set = _Settings(service, "mix")
                     with gr.Column():
                         m_out = _Outputs("mix")
@@ -294,9 +299,7 @@ def build_ui(service):
                         i_negative = gr.Textbox(label="Negative prompt", elem_id="img2img-negative")
                         i_strength = gr.Slider(0.05, 1.0, value=0.5, step=0.05, label="Strength (how much to change)",
                                                elem_id="img2img-strength")
-                        with gr.Row():
-                            i_run = gr.Button("Repaint", variant="primary", elem_id="img2img-run")
-                            i_stop = gr.Button("Stop", variant="stop", elem_id="img2img-stop")
+                        i_run, i_stop = _run_buttons("img2img", "Repaint")
                         i_set = _Settings(service, "img2img")
                     with gr.Column():
                         i_out = _Outputs("img2img")
@@ -318,9 +321,7 @@ def build_ui(service):
                                                   layers=False, elem_id="inpaint-editor")
                         p_prompt = gr.Textbox(label="Prompt", lines=2, elem_id="inpaint-prompt")
                         p_negative = gr.Textbox(label="Negative prompt", elem_id="inpaint-negative")
-                        with gr.Row():
-                            p_run = gr.Button("Inpaint", variant="primary", elem_id="inpaint-run")
-                            p_stop = gr.Button("Stop", variant="stop", elem_id="inpaint-stop")
+                        p_run, p_stop = _run_buttons("inpaint", "Inpaint")
                         p_set = _Settings(service, "inpaint")
                     with gr.Column():
                         p_out = _Outputs("inpaint")
@@ -342,9 +343,7 @@ def build_ui(service):
                                                  elem_id="control-estimate")
                         c_prompt = gr.Textbox(label="Prompt", lines=2, elem_id="control-prompt")
                         c_negative = gr.Textbox(label="Negative prompt", elem_id="control-negative")
-                        with gr.Row():
-                            c_run = gr.Button("Paint", variant="primary", elem_id="control-run")
-                            c_stop = gr.Button("Stop", variant="stop", elem_id="control-stop")
+                        c_run, c_stop = _run_buttons("control", "Paint")
                         c_set = _Settings(service, "control")
                     with gr.Column():
                         c_out = _Outputs("control")
