@@ -258,20 +258,20 @@ def _phase(name, run, modules, movq, cfg: BenchConfig, device, mem, load_s, log)
 
         torch.cuda.reset_peak_memory_stats()
     seeds = iter(range(cfg.seed + 10_000, cfg.seed + 10_000 + 1000 * (cfg.warmup + cfg.repeat + 1), 1000))
-    first = []
-    for i in range(cfg.warmup):
-        log(f"{name}: warm-up {i + 1}/{cfg.warmup}")
-        t0 = time.perf_counter()
-        run(next(seeds))
-        synchronize(device)
-        first.append(time.perf_counter() - t0)
-    times = []
-    for i in range(cfg.repeat):
-        log(f"{name}: run {i + 1}/{cfg.repeat}")
-        t0 = time.perf_counter()
-        run(next(seeds))
-        synchronize(device)
-        times.append(time.perf_counter() - t0)
+
+    def timed(label: str, count: int) -> list[float]:
+        # Each run gets the next seed, so no two timed runs draw the same noise.
+        secs = []
+        for i in range(count):
+            log(f"{name}: {label} {i + 1}/{count}")
+            t0 = time.perf_counter()
+            run(next(seeds))
+            synchronize(device)
+            secs.append(time.perf_counter() - t0)
+        return secs
+
+    first = timed("warm-up", cfg.warmup)
+    times = timed("run", cfg.repeat)
     timer = StageTimer(device)
     for stage, mods in modules.items():
         for m in mods:
