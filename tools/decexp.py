@@ -61,7 +61,8 @@ if __name__ == "__main__":
     ap.add_argument("--n", type=int, default=24)
     ap.add_argument("--eval-only", action="store_true")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--pool", type=int, default=15000, help="rendered images (seed 0); a new size needs a new --cache")
+    ap.add_argument("--pool", type=int, default=15000, help="rendered images; a new size or seed needs a new --cache")
+    ap.add_argument("--pool-seed", type=int, default=0, help="seed of the rendered pool (0 is the one earlier runs used)")
     ap.add_argument("--snr-floor", type=float, default=None)
     ap.add_argument("--cache", default=str(CACHE), help="latents and embeddings of the pool, made once")
     ap.add_argument("--init", default=None,
@@ -85,7 +86,7 @@ if __name__ == "__main__":
         unet = UNet2DConditionModel.from_pretrained(out if (out / "config.json").is_file() else out / "final")
         print(json.dumps(oracle(unet, enc, proc, movq, sched, n=a.n)))
         raise SystemExit
-    pool = build_shapes_pool(a.pool, seed=0)
+    pool = build_shapes_pool(a.pool, seed=a.pool_seed)
     cache = Path(a.cache)
     if not cache.is_file():
         from pintor.training.clip import image_embeddings
