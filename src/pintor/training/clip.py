@@ -174,11 +174,17 @@ def train_clip(text_encoder, image_encoder, tokenizer, image_processor, pool: Im
 
 
 @torch.no_grad()
-def image_embeddings(image_encoder, pixels: torch.Tensor, image_processor, *, device, batch_size: int = 256,
+def image_embeddings(image_encoder, pixels: torch.Tensor, image_processor, *, device, batch_size: int | None = None,
                      progress: bool = True) -> torch.Tensor:
-    """CLIP `image_embeds` of CLIP-sized uint8 images (`clip_resize`), on the CPU, float32."""
+    """CLIP `image_embeds` of CLIP-sized uint8 images (`clip_resize`), on the CPU, float32.
+
+    `batch_size` defaults to 32 on the CPU (twice as fast per image as 256 there: see `encode_latents`) and 256
+    elsewhere.
+    """
     from tqdm.auto import tqdm
 
+    if batch_size is None:
+        batch_size = 32 if torch.device(device).type == "cpu" else 256
     image_encoder = image_encoder.to(device).eval()
     out = []
     for s in tqdm(range(0, len(pixels), batch_size), desc="image embeds", disable=not progress, mininterval=5):
