@@ -585,6 +585,32 @@ def test_background_balance_evens_out_the_backgrounds_drawn():
     assert abs(sum(background_weights(captions, 0.5).tolist()) - 1) < 1e-5
 
 
+def test_object_weight_moves_the_loss_onto_the_cells_objects_cover():
+    from pintor.training.decoder import object_weighted_error
+
+    depth = torch.zeros(2, 1, 128, 128, dtype=torch.uint8)
+    depth[:, :, 32:64, 32:64] = 200  # one object covering 4 x 4 latent cells of 16 x 16
+    even = torch.full((2, 4, 16, 16), 0.5)
+    assert torch.allclose(object_weighted_error(even, depth, 4.0), torch.tensor([0.5, 0.5]))
+    on_object = torch.zeros(2, 4, 16, 16)
+    on_object[:, :, 4:8, 4:8] = 1.0  # the same error, once on the object's cells and once on background cells
+    on_background = torch.zeros(2, 4, 16, 16)
+    on_background[:, :, 10:14, 10:14] = 1.0
+    plain = on_object.mean(dim=(1, 2, 3))
+    assert torch.allclose(object_weighted_error(on_object, depth, 0.0), plain)
+    # 16 of 256 cells weigh 5, the rest 1: the object's error counts 5 / mean weight (1.25) = 4 times.
+    assert torch.allclose(object_weighted_error(on_object, depth, 4.0), plain * 4)
+    assert torch.allclose(object_weighted_error(on_background, depth, 4.0), plain / 1.25)
+
+    from pintor.training import DecoderConfig, ImagePool, train_decoder
+
+    with pytest.raises(ValueError, match="object_weight must be >= 0, got -1"):
+        DecoderConfig(object_weight=-1.0).validate()
+    no_depth = ImagePool(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), ["a red circle", "a blue square"])
+    with pytest.raises(ValueError, match="object_weight 2 needs the pool's depth maps"):
+        train_decoder(None, None, None, None, None, no_depth, DecoderConfig(object_weight=2.0), "unused")
+
+
 def test_snr_weights_give_clean_latent_errors_clamped_snr_weight():
     from pintor.training.decoder import snr_weights
 
@@ -621,6 +647,7 @@ def test_snr_weights_give_clean_latent_errors_clamped_snr_weight():
     (["train", "decoder", "--low-noise", "0.5", "5000", "--pool-size", "4", "--steps", "1"], "low_noise_max is 5000, but the schedule has 1000"),
     (["train", "decoder", "--background-balance", "1.5"], "--background-balance must be in [0, 1], got 1.5"),
     (["train", "decoder", "--prior-embeds", "2"], "--prior-embeds must be in [0, 1], got 2"),
+    (["train", "decoder", "--object-weight", "-1"], "--object-weight must be >= 0, got -1"),
     (["train", "prior", "--layout-weight", "-1"], "--layout-weight must be 0 or positive, got -1.0"),
     (["train", "prior", "--relation-weight", "0"], "--relation-weight must be positive, got 0.0"),
     (["train", "movq", "--background-share", "gray", "0.5"], "--background-share needs --decoder-only"),

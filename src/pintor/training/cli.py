@@ -75,6 +75,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             t.add_argument("--background-balance", type=float, metavar="B",
                            help="even out the backgrounds captions name when drawing images: 0 (default) draws "
                                 "images uniformly, 1 each background equally often")
+            t.add_argument("--object-weight", type=float, metavar="W",
+                           help="extra loss weight of latent cells covered by objects (from the depth maps): "
+                                "1 + W * coverage; default 0")
             if target != "inpaint":
                 t.add_argument("--prior-embeds", type=float, metavar="P",
                                help="paint from the prior's embedding of each image's caption a fraction P of "
@@ -224,6 +227,10 @@ def _run(args) -> int:
             if not 0 <= args.background_balance <= 1:
                 raise ValueError(f"--background-balance must be in [0, 1], got {args.background_balance:g}")
             extra["background_balance"] = args.background_balance
+        if args.object_weight is not None:
+            if not args.object_weight >= 0:
+                raise ValueError(f"--object-weight must be >= 0, got {args.object_weight:g}")
+            extra["object_weight"] = args.object_weight
         if getattr(args, "prior_embeds", None) is not None:
             if not 0 <= args.prior_embeds <= 1:
                 raise ValueError(f"--prior-embeds must be in [0, 1], got {args.prior_embeds:g}")
