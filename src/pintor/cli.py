@@ -51,6 +51,8 @@ def _generation_options() -> argparse.ArgumentParser:
     g.add_argument("--scheduler", default=None, help="ddpm, ddim, dpm++2m, dpm++2m-karras, unipc, euler, euler-a, heun")
     g.add_argument("--candidates", type=int, default=None,
                    help="draw this many per image and keep the one CLIP ranks best (default: the model's, 1)")
+    g.add_argument("--autoguidance-scale", type=float, default=None,
+                   help="steer away from the model's weak decoder, 0 for off (default: the model's)")
     g.add_argument("--max-size", type=int, default=None, help="raise the 2048-pixel limit on width and height")
     o = p.add_argument_group("output")
     o.add_argument("--output", "-o", default=None, help="output PNG path (with -n > 1: PATH-1.png, PATH-2.png...)")
@@ -129,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", default=None, help="decoder scheduler (default: the model's)")
     p.add_argument("--candidates", type=int, default=None,
                    help="images drawn per image kept, ranked by CLIP (default: the model's)")
+    p.add_argument("--autoguidance-scale", type=float, default=None,
+                   help="autoguidance by the model's weak decoder, 0 for off (default: the model's)")
     p.add_argument("--device", default=None, help="cpu, cuda... (default: the best available)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument("--baseline", default=None, metavar="EVAL_JSON",
@@ -156,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
 _MODE_OF = {"generate": "generate", "mix": "mix", "img2img": "img2img", "inpaint": "inpaint", "control": "control",
             "variations": "variations"}
 _SETTINGS = ("seed", "n", "negative_prompt", "steps", "prior_steps", "guidance_scale", "prior_guidance_scale",
-             "width", "height", "scheduler", "candidates")
+             "width", "height", "scheduler", "candidates", "autoguidance_scale")
 
 
 def _requests(args):
@@ -405,7 +409,8 @@ def _cmd_data(args) -> int:
     return 0
 
 
-_EVAL_SETTINGS = ("steps", "prior_steps", "guidance_scale", "prior_guidance_scale", "scheduler", "candidates")
+_EVAL_SETTINGS = ("steps", "prior_steps", "guidance_scale", "prior_guidance_scale", "scheduler", "candidates",
+                  "autoguidance_scale")
 
 
 def _cmd_eval(args) -> int:

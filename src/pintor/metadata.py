@@ -31,6 +31,7 @@ def a1111_parameters(record: dict[str, Any]) -> str:
         ("Prior CFG scale", r.get("prior_guidance_scale")),
         ("Mode", r.get("mode")),
         ("Candidates", r.get("candidates") if (r.get("candidates") or 1) > 1 else None),
+        ("Autoguidance", r.get("autoguidance_scale") or None),
     ]
     if r.get("mode") == "img2img":
         pairs.append(("Denoising strength", r.get("strength")))

@@ -79,7 +79,7 @@ class Painter:
     Create it with `pintor.load()`. Every method returns `list[PIL.Image.Image]`; each image carries its
     metadata in `image.info` ("parameters" and "pintor"), which `pintor.save_image` writes into the PNG.
     Common keyword arguments: `seed`, `n`, `negative_prompt`, `steps`, `prior_steps`, `guidance_scale`,
-    `prior_guidance_scale`, `width`, `height`, `scheduler`, `candidates`.
+    `prior_guidance_scale`, `width`, `height`, `scheduler`, `candidates`, `autoguidance_scale`.
     """
 
     def __init__(self, spec: ModelSpec, backend, *, model_ref: str, defaults: dict, device: str, dtype,
@@ -106,7 +106,8 @@ class Painter:
             prompt (`str`): what to paint.
             **kwargs: `seed`, `n`, `negative_prompt`, `steps`, `prior_steps`, `guidance_scale`,
                 `prior_guidance_scale`, `width`, `height`, `scheduler`, `candidates` (draw that many and keep the
-                one CLIP ranks nearest the embedding it was painted from).
+                one CLIP ranks nearest the embedding it was painted from), `autoguidance_scale` (steer away
+                from the model's weak decoder, `pintor.guidance`).
         """
         return self._call("generate", prompt=prompt, **kwargs)
 
@@ -163,8 +164,12 @@ class Painter:
             w, h = load_image(req.image, "image").size
             m = self.spec.size_multiple
             defaults.update(width=_round_size(w, m, self.limits), height=_round_size(h, m, self.limits))
-        asked_candidates = req.candidates
+        asked_candidates, asked_autoguidance = req.candidates, req.autoguidance_scale
         req = req.with_defaults(defaults)
+        if asked_autoguidance is None and req.mode not in getattr(self.backend, "autoguidance_modes", ()):
+            # A default autoguidance is for the base decoder's modes; inpaint and control decoders have no weak
+            # twin. Asked for there, the backend refuses it.
+            req = replace(req, autoguidance_scale=None)
         if asked_candidates is None and req.candidates:
             # A model's default candidates never make a valid request invalid: they shrink to fit the image limit
             # (n=4 on a server that draws at most 8 images gets 2 candidates, not an error).

@@ -54,6 +54,8 @@ class GenerationRequest:
         scheduler (`str`): decoder scheduler name (see `pintor.schedulers.SCHEDULERS`).
         candidates (`int`): images drawn for each one returned; the one whose CLIP image embedding is nearest
             the embedding the decoder was given is kept (Kandinsky models). 1 draws each image once.
+        autoguidance_scale (`float`): how hard the decoder is steered away from the model's weak decoder
+            (`pintor.guidance`; models with an `autoguide/` folder, decoder modes only). 0 turns it off.
         model (`str`): registry name or folder; recorded in metadata.
     """
 
@@ -77,6 +79,7 @@ class GenerationRequest:
     height: int | None = None
     scheduler: str | None = None
     candidates: int | None = None
+    autoguidance_scale: float | None = None
     model: str | None = None
 
     def with_defaults(self, defaults: dict[str, Any]) -> GenerationRequest:
@@ -117,7 +120,7 @@ class GenerationRequest:
             v = getattr(self, name)
             if v is not None and (not _is_int(v) or not 1 <= v <= limits.max_steps):
                 raise PintorError(f"{name} must be a positive integer of at most {limits.max_steps}, got {v!r}")
-        for name in ("guidance_scale", "prior_guidance_scale"):
+        for name in ("guidance_scale", "prior_guidance_scale", "autoguidance_scale"):
             v = getattr(self, name)
             if v is not None and (not _is_number(v) or not 0 <= v <= 100):
                 raise PintorError(f"{name} must be a number from 0 to 100, got {v!r}")
@@ -192,7 +195,7 @@ class GenerationRequest:
 
 _PROMPT_MODES = ("generate", "img2img", "inpaint", "control")
 _SETTING_NAMES = ("steps", "prior_steps", "guidance_scale", "prior_guidance_scale", "width", "height", "scheduler",
-                  "candidates")
+                  "candidates", "autoguidance_scale")
 
 
 def candidates_that_fit(n: int, candidates: int, max_n: int) -> int:

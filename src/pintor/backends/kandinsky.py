@@ -7,6 +7,7 @@ depth ControlNet) load on first use and join the shared set.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from pintor.backends.common import (
     generators,
 )
 from pintor.errors import ModeNotSupportedError, PintorError
+from pintor.guidance import autoguidance
 from pintor.images import is_image_item, load_image
 from pintor.request import GenerationRequest
 from pintor.schedulers import scheduler_name
@@ -190,6 +192,23 @@ class KandinskyBackend:
             self._unets[role] = unet
         return self._unets[role]
 
+    @property
+    def autoguidance_modes(self) -> tuple[str, ...]:
+        """The modes `autoguidance_scale` applies to: those of the base decoder, when the model has a weak
+        decoder to guide it (an `autoguide/unet` folder)."""
+        if "autoguide" not in self.sources:
+            return ()
+        return tuple(m for m in self.modes if _MODE_ROLE[m] is None)
+
+    def _weak_unet(self):
+        """The autoguidance model, loaded on first use and kept beside the other UNets."""
+        if "autoguide" not in self._unets:
+            unet = from_pretrained(self._diffusers.UNet2DConditionModel, self.sources["autoguide"], "autoguide UNet",
+                                   self.name, subfolder="unet", **dtype_kwargs(self.dtype))
+            # It is small, and the hook calls it beside whichever device the offloaded decoder runs on.
+            self._unets["autoguide"] = unet.to(self.device).eval()
+        return self._unets["autoguide"]
+
     def pipeline(self, mode: str):
         """The decoder pipeline of `mode`, built once from the shared components."""
         if mode not in self.modes:
@@ -251,7 +270,16 @@ class KandinskyBackend:
                 kwargs.update(image=[init] * req.n, mask_image=[mask] * req.n)
             elif req.mode == "control":
                 kwargs["hint"] = self._hint(req).repeat(req.n, 1, 1, 1)
-            images = pipe(**kwargs).images
+            if req.autoguidance_scale:
+                if req.mode not in self.autoguidance_modes:
+                    raise ModeNotSupportedError(
+                        f"{self.name} has no autoguidance model for {req.mode} (got autoguidance_scale="
+                        f"{req.autoguidance_scale}; expected 0, or a mode of {', '.join(self.autoguidance_modes) or 'none'})")
+                guided = autoguidance(pipe.unet, self._weak_unet(), req.autoguidance_scale, req.guidance_scale)
+            else:
+                guided = nullcontext()
+            with guided:
+                images = pipe(**kwargs).images
         if req.mode == "inpaint":
             images = [composite_inpaint(init, out, mask) for out in images]
         out, i = [], 0
@@ -411,7 +439,7 @@ def batch_key(req: GenerationRequest):
     if req.mode != "generate":
         return None
     return (req.negative_prompt, req.n, req.steps, req.prior_steps, req.guidance_scale, req.prior_guidance_scale,
-            req.width, req.height, req.scheduler, req.candidates)
+            req.width, req.height, req.scheduler, req.candidates, req.autoguidance_scale)
 
 
 def composite_inpaint(original, generated, mask, feather: int = 2):
@@ -444,7 +472,7 @@ def local_sources(path: Path) -> tuple[dict[str, str], tuple[str, ...]]:
     from pintor.registry import KANDINSKY22_MODES
 
     sources = {}
-    for role in ("prior", "decoder", "inpaint", "controlnet-depth"):
+    for role in ("prior", "decoder", "inpaint", "controlnet-depth", "autoguide"):
         if (path / role).is_dir():
             sources[role] = str(path / role)
     missing = [r for r in ("prior", "decoder") if r not in sources]

@@ -62,6 +62,7 @@ class JobRequest(BaseModel):
     height: int | None = None
     scheduler: str | None = None
     candidates: int | None = Field(None, description="images drawn per image kept, the one CLIP ranks best")
+    autoguidance_scale: float | None = Field(None, description="steer away from the model's weak decoder; 0 is off")
     model: str | None = Field(None, description="a served model name (GET /api/v1/models)")
     user: str | None = Field(None, max_length=256, description="who asked, recorded in the history")
     response_format: Literal["url", "b64_json"] = Field("url", description="when waiting: add b64_json to images")
@@ -89,7 +90,8 @@ def to_generation_request(service, body: JobRequest, mode: str | None = None) ->
         weights.append(it.weight)
     fields = {name: getattr(body, name) for name in (
         "prompt", "negative_prompt", "strength", "estimate_depth", "seed", "n", "steps", "prior_steps",
-        "guidance_scale", "prior_guidance_scale", "width", "height", "scheduler", "candidates", "model")}
+        "guidance_scale", "prior_guidance_scale", "width", "height", "scheduler", "candidates", "autoguidance_scale",
+        "model")}
     for name in ("image", "hint"):
         if getattr(body, name) is not None:
             fields[name] = service.input_path(getattr(body, name), name)
