@@ -100,7 +100,22 @@ def test_autoguidance_through_the_painter(tiny_k22, guided_k22, rgb_png, mask_pn
     # The default is the base decoder's: inpainting runs without it, and says so in its record.
     painted = guided.inpaint(rgb_png, mask_png, "a blue square", seed=1, **Q)[0]
     assert json.loads(painted.info["pintor"])["request"]["autoguidance_scale"] is None
-    with pytest.raises(ModeNotSupportedError, match="no autoguidance model for inpaint"):
+    with pytest.raises(ModeNotSupportedError, match="guides generate, mix, img2img, variations, not inpaint"):
         guided.inpaint(rgb_png, mask_png, "a blue square", seed=1, autoguidance_scale=0.5, **Q)
-    with pytest.raises(ModeNotSupportedError, match=r"got autoguidance_scale=1.0; expected 0, or a mode of none"):
+    with pytest.raises(ModeNotSupportedError, match=r"no autoguidance model \(an autoguide/unet folder\): got autoguidance_scale=1.0, expected 0"):
         plain.generate("a red circle", seed=5, autoguidance_scale=1.0, **Q)
+
+
+def test_cli_autoguidance(guided_k22, tiny_k22, tmp_path):
+    from PIL import Image
+
+    from conftest import run_cli
+
+    out = tmp_path / "ag.png"
+    r = run_cli("generate", "a red circle", "--model", guided_k22, "--seed", 3, "--autoguidance-scale", 0.25, "-o", out,
+                "-q")
+    assert r.returncode == 0, r.stderr
+    assert "Autoguidance: 0.25" in Image.open(out).info["parameters"]
+    r = run_cli("generate", "a red circle", "--model", tiny_k22, "--autoguidance-scale", 1, "-q", cwd=tmp_path)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "has no autoguidance model (an autoguide/unet folder): got autoguidance_scale=1.0, expected 0" in r.stderr

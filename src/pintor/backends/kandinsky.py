@@ -271,10 +271,14 @@ class KandinskyBackend:
             elif req.mode == "control":
                 kwargs["hint"] = self._hint(req).repeat(req.n, 1, 1, 1)
             if req.autoguidance_scale:
+                if not self.autoguidance_modes:
+                    raise ModeNotSupportedError(
+                        f"{self.name} has no autoguidance model (an autoguide/unet folder): got autoguidance_scale="
+                        f"{req.autoguidance_scale}, expected 0")
                 if req.mode not in self.autoguidance_modes:
                     raise ModeNotSupportedError(
-                        f"{self.name} has no autoguidance model for {req.mode} (got autoguidance_scale="
-                        f"{req.autoguidance_scale}; expected 0, or a mode of {', '.join(self.autoguidance_modes) or 'none'})")
+                        f"{self.name}'s autoguidance model guides {', '.join(self.autoguidance_modes)}, not "
+                        f"{req.mode}: got autoguidance_scale={req.autoguidance_scale}, expected 0")
                 guided = autoguidance(pipe.unet, self._weak_unet(), req.autoguidance_scale, req.guidance_scale)
             else:
                 guided = nullcontext()
