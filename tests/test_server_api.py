@@ -275,6 +275,13 @@ def test_native_candidates(client):
     assert r.status_code == 400 and "n x candidates is 10: at most 8" in r.json()["detail"], r.text
 
 
+def test_native_autoguidance_refused_without_a_weak_decoder(client):
+    r = client.post("/api/v1/jobs", json={"prompt": "a red square", "autoguidance_scale": 0.5})
+    assert r.status_code == 400 and "has no autoguidance model" in r.json()["detail"], r.text
+    r = client.post("/api/v1/jobs", json={"prompt": "a red square", "autoguidance_scale": -1})
+    assert r.status_code == 400 and "autoguidance_scale must be a number from 0 to 100" in r.json()["detail"], r.text
+
+
 @pytest.mark.parametrize("items, message", [
     ([], "at least one item"),
     ([{"text": "a", "image": "AAAA"}], "exactly one of text or image"),

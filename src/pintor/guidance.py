@@ -50,11 +50,10 @@ def autoguidance(unet, weak_unet, autoguidance_scale: float, guidance_scale: flo
     def hook(module, args, kwargs, output):
         sample = kwargs["sample"] if "sample" in kwargs else args[0]
         timestep = kwargs["timestep"] if "timestep" in kwargs else args[1]
-        cond_kwargs = dict(kwargs.get("added_cond_kwargs") or {})
         out = output[0] if isinstance(output, tuple) else output.sample
         c = sample.shape[1]
         b = out.shape[0] // 2 if halves else 0
-        cond_kwargs = {k: v[b:] for k, v in cond_kwargs.items()}
+        cond_kwargs = {k: v[b:] for k, v in (kwargs.get("added_cond_kwargs") or {}).items()}
         weak = weak_unet(sample[b:], timestep, None, added_cond_kwargs=cond_kwargs, return_dict=False)[0]
         eps_c = out[b:, :c]
         target = autoguided_noise(out[:b, :c] if halves else None, eps_c, weak[:, :c].to(out.dtype), g,

@@ -166,10 +166,20 @@ class Painter:
             defaults.update(width=_round_size(w, m, self.limits), height=_round_size(h, m, self.limits))
         asked_candidates, asked_autoguidance = req.candidates, req.autoguidance_scale
         req = req.with_defaults(defaults)
-        if asked_autoguidance is None and req.mode not in getattr(self.backend, "autoguidance_modes", ()):
-            # A default autoguidance is for the base decoder's modes; inpaint and control decoders have no weak
-            # twin. Asked for there, the backend refuses it.
-            req = replace(req, autoguidance_scale=None)
+        guided_modes = getattr(self.backend, "autoguidance_modes", ())
+        if req.autoguidance_scale and req.mode not in guided_modes:
+            if asked_autoguidance is None:
+                # A default autoguidance is for the base decoder's modes: inpaint and control decoders have no
+                # weak twin.
+                req = replace(req, autoguidance_scale=None)
+            elif not guided_modes:
+                raise ModeNotSupportedError(
+                    f"{self.spec.name} has no autoguidance model (an autoguide/unet folder): got autoguidance_scale="
+                    f"{req.autoguidance_scale}, expected 0")
+            else:
+                raise ModeNotSupportedError(
+                    f"{self.spec.name}'s autoguidance model guides {', '.join(guided_modes)}, not {req.mode}: got "
+                    f"autoguidance_scale={req.autoguidance_scale}, expected 0")
         if asked_candidates is None and req.candidates:
             # A model's default candidates never make a valid request invalid: they shrink to fit the image limit
             # (n=4 on a server that draws at most 8 images gets 2 candidates, not an error).

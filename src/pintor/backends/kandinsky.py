@@ -270,18 +270,9 @@ class KandinskyBackend:
                 kwargs.update(image=[init] * req.n, mask_image=[mask] * req.n)
             elif req.mode == "control":
                 kwargs["hint"] = self._hint(req).repeat(req.n, 1, 1, 1)
-            if req.autoguidance_scale:
-                if not self.autoguidance_modes:
-                    raise ModeNotSupportedError(
-                        f"{self.name} has no autoguidance model (an autoguide/unet folder): got autoguidance_scale="
-                        f"{req.autoguidance_scale}, expected 0")
-                if req.mode not in self.autoguidance_modes:
-                    raise ModeNotSupportedError(
-                        f"{self.name}'s autoguidance model guides {', '.join(self.autoguidance_modes)}, not "
-                        f"{req.mode}: got autoguidance_scale={req.autoguidance_scale}, expected 0")
-                guided = autoguidance(pipe.unet, self._weak_unet(), req.autoguidance_scale, req.guidance_scale)
-            else:
-                guided = nullcontext()
+            # `Painter.prepare` has refused autoguidance wherever `autoguidance_modes` lacks the mode.
+            guided = (autoguidance(pipe.unet, self._weak_unet(), req.autoguidance_scale, req.guidance_scale)
+                      if req.autoguidance_scale else nullcontext())
             with guided:
                 images = pipe(**kwargs).images
         if req.mode == "inpaint":
