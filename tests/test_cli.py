@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from concurrent.futures import ThreadPoolExecutor
 
@@ -35,6 +36,20 @@ def test_generate_writes_numbered_png_with_metadata(tiny_k22, tmp_path):
         assert key in params
     record = json.loads(img.text["pintor"])
     assert record["seed"] == 5 and record["request"]["n"] == 2
+
+
+def test_every_model_setting_is_an_option():
+    """Each model-default setting of the request is a flag of every generation command, and of eval but the size."""
+    from pintor.cli import build_parser
+    from pintor.request import SETTING_NAMES
+
+    assert SETTING_NAMES == ("steps", "prior_steps", "guidance_scale", "prior_guidance_scale", "width", "height",
+                             "scheduler", "candidates", "autoguidance_scale")
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for command in ("generate", "mix", "img2img", "inpaint", "control", "variations", "eval"):
+        dests = {a.dest for a in sub.choices[command]._actions}
+        expected = set(SETTING_NAMES) - ({"width", "height"} if command == "eval" else set())
+        assert expected <= dests, (command, expected - dests)
 
 
 def test_info_and_from_repeat_identical_pixels(tiny_k22, tmp_path):

@@ -549,3 +549,14 @@ def test_ui_is_mounted_at_root_and_its_mask_comes_from_the_brush(painters, tmp_p
         assert mask[15, 15] == 255 and mask[40, 40] == 0 and (mask > 0).sum() == 10 * 20
         with pytest.raises(Exception, match="paint the region"):
             _editor_inputs(service, {"background": disc(), "layers": [], "composite": None})
+
+
+def test_job_request_mirrors_generation_request():
+    """The native body has every field of the request, so `to_generation_request` can pass them through by name."""
+    from dataclasses import fields
+
+    from pintor.request import GenerationRequest
+    from pintor.server.native import JobRequest
+
+    # Mix weights travel inside the body's items.
+    assert {f.name for f in fields(GenerationRequest)} - {"weights"} <= set(JobRequest.model_fields)

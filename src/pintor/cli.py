@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from pintor.errors import PintorError
+from pintor.request import SETTING_NAMES
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILURE = 1
@@ -159,8 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
 # -- generation commands -----------------------------------------------------------------------------------
 _MODE_OF = {"generate": "generate", "mix": "mix", "img2img": "img2img", "inpaint": "inpaint", "control": "control",
             "variations": "variations"}
-_SETTINGS = ("seed", "n", "negative_prompt", "steps", "prior_steps", "guidance_scale", "prior_guidance_scale",
-             "width", "height", "scheduler", "candidates", "autoguidance_scale")
+_SETTINGS = ("seed", "n", "negative_prompt", *SETTING_NAMES)
 
 
 def _requests(args):
@@ -409,8 +409,8 @@ def _cmd_data(args) -> int:
     return 0
 
 
-_EVAL_SETTINGS = ("steps", "prior_steps", "guidance_scale", "prior_guidance_scale", "scheduler", "candidates",
-                  "autoguidance_scale")
+# Evaluation draws at the size the judge expects, so it takes every model-default setting but the size.
+_EVAL_SETTINGS = tuple(k for k in SETTING_NAMES if k not in ("width", "height"))
 
 
 def _cmd_eval(args) -> int:

@@ -25,6 +25,7 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+_MODEL_DEFAULT = {"model_default": True}
 
 
 @dataclass
@@ -71,20 +72,22 @@ class GenerationRequest:
     estimate_depth: bool = False
     seed: int | None = None
     n: int = 1
-    steps: int | None = None
-    prior_steps: int | None = None
-    guidance_scale: float | None = None
-    prior_guidance_scale: float | None = None
-    width: int | None = None
-    height: int | None = None
-    scheduler: str | None = None
-    candidates: int | None = None
-    autoguidance_scale: float | None = None
+    # The model-default settings: `None` takes the model's value (`with_defaults`), and every front end passes
+    # them through by name (`SETTING_NAMES`), so a new one is added here and as an option, nowhere else.
+    steps: int | None = field(default=None, metadata=_MODEL_DEFAULT)
+    prior_steps: int | None = field(default=None, metadata=_MODEL_DEFAULT)
+    guidance_scale: float | None = field(default=None, metadata=_MODEL_DEFAULT)
+    prior_guidance_scale: float | None = field(default=None, metadata=_MODEL_DEFAULT)
+    width: int | None = field(default=None, metadata=_MODEL_DEFAULT)
+    height: int | None = field(default=None, metadata=_MODEL_DEFAULT)
+    scheduler: str | None = field(default=None, metadata=_MODEL_DEFAULT)
+    candidates: int | None = field(default=None, metadata=_MODEL_DEFAULT)
+    autoguidance_scale: float | None = field(default=None, metadata=_MODEL_DEFAULT)
     model: str | None = None
 
     def with_defaults(self, defaults: dict[str, Any]) -> GenerationRequest:
         """Fills every `None` setting from `defaults` and draws a seed if none was given."""
-        updates = {k: v for k, v in defaults.items() if k in _SETTING_NAMES and getattr(self, k) is None}
+        updates = {k: v for k, v in defaults.items() if k in SETTING_NAMES and getattr(self, k) is None}
         if self.seed is None:
             updates["seed"] = random.SystemRandom().randrange(0, 2**32)
         return replace(self, **updates)
@@ -170,7 +173,7 @@ class GenerationRequest:
         from pintor.images import describe_image, is_image_item
 
         d = {f.name: getattr(self, f.name) for f in fields(self)}
-        for name in ("image", "mask", "hint"):
+        for name in IMAGE_FIELDS:
             d[name] = None if d[name] is None else describe_image(d[name])
         d["items"] = [{"image": describe_image(it)} if is_image_item(it) else it for it in self.items]
         return d
@@ -185,7 +188,7 @@ class GenerationRequest:
         if unknown:
             raise PintorError(f"unknown request field(s) {', '.join(unknown)}: expected some of {', '.join(sorted(known))}")
         d = dict(d)
-        for name in ("image", "mask", "hint"):
+        for name in IMAGE_FIELDS:
             if isinstance(d.get(name), dict):
                 d[name] = _recorded_image(d[name], name)
         d["items"] = [_recorded_image(it["image"], "mix item") if isinstance(it, dict) else it
@@ -194,8 +197,10 @@ class GenerationRequest:
 
 
 _PROMPT_MODES = ("generate", "img2img", "inpaint", "control")
-_SETTING_NAMES = ("steps", "prior_steps", "guidance_scale", "prior_guidance_scale", "width", "height", "scheduler",
-                  "candidates", "autoguidance_scale")
+#: The request's model-default settings (`steps`, `guidance_scale`, ...), in field order.
+SETTING_NAMES = tuple(f.name for f in fields(GenerationRequest) if f.metadata.get("model_default"))
+#: The fields that hold image inputs: front ends decode and store them before building a request.
+IMAGE_FIELDS = ("image", "mask", "hint")
 
 
 def candidates_that_fit(n: int, candidates: int, max_n: int) -> int:

@@ -12,6 +12,7 @@ import base64
 import json
 import re
 import time
+from dataclasses import fields as dataclass_fields
 from typing import Literal
 
 from fastapi import APIRouter, Query, Request
@@ -19,7 +20,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from pintor.request import GenerationRequest
+from pintor.request import IMAGE_FIELDS, GenerationRequest
 from pintor.server.errors import APIError
 from pintor.server.jobs import STATES, Job
 
@@ -88,10 +89,9 @@ def to_generation_request(service, body: JobRequest, mode: str | None = None) ->
         items.append(service.text_item(it.text) if it.text is not None
                      else service.input_path(it.image, f"items[{i}].image"))
         weights.append(it.weight)
-    fields = {name: getattr(body, name) for name in (
-        "prompt", "negative_prompt", "strength", "estimate_depth", "seed", "n", "steps", "prior_steps",
-        "guidance_scale", "prior_guidance_scale", "width", "height", "scheduler", "candidates", "autoguidance_scale",
-        "model")}
+    # Every plain field of the request, by name: JobRequest mirrors GenerationRequest (a test holds them equal).
+    fields = {f.name: getattr(body, f.name) for f in dataclass_fields(GenerationRequest)
+              if f.name not in ("mode", "items", "weights", *IMAGE_FIELDS)}
     for name in ("image", "hint"):
         if getattr(body, name) is not None:
             fields[name] = service.input_path(getattr(body, name), name)
