@@ -77,6 +77,12 @@ def _base(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
+# The request's fields that the body carries as they are (not mode, mix items and weights, or images). JobRequest
+# has every field of GenerationRequest but `weights`, which travel inside its items; a test holds it so.
+_PLAIN_FIELDS = tuple(f.name for f in dataclass_fields(GenerationRequest)
+                      if f.name not in ("mode", "items", "weights", *IMAGE_FIELDS))
+
+
 def to_generation_request(service, body: JobRequest, mode: str | None = None) -> GenerationRequest:
     """Decodes the body's images (with every guard) into stored inputs and builds the `GenerationRequest`."""
     mode = mode or body.mode
@@ -89,9 +95,7 @@ def to_generation_request(service, body: JobRequest, mode: str | None = None) ->
         items.append(service.text_item(it.text) if it.text is not None
                      else service.input_path(it.image, f"items[{i}].image"))
         weights.append(it.weight)
-    # Every plain field of the request, by name: JobRequest mirrors GenerationRequest (a test holds them equal).
-    fields = {f.name: getattr(body, f.name) for f in dataclass_fields(GenerationRequest)
-              if f.name not in ("mode", "items", "weights", *IMAGE_FIELDS)}
+    fields = {name: getattr(body, name) for name in _PLAIN_FIELDS}
     for name in ("image", "hint"):
         if getattr(body, name) is not None:
             fields[name] = service.input_path(getattr(body, name), name)
