@@ -20,22 +20,24 @@ CARRY = Path(__file__).resolve().parent.parent / "carry"
 
 if __name__ == "__main__":
     argv = sys.argv[1:]
-    run_args = argv[argv.index("--") + 1:] if "--" in argv else []
+    cut = argv.index("--") if "--" in argv else len(argv)
     ap = argparse.ArgumentParser()
     ap.add_argument("run", help="a tools/decexp.py output folder with final/ (and oracle.json)")
     ap.add_argument("--name", default="wide-decoder")
     ap.add_argument("--note", default="")
-    a = ap.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    a = ap.parse_args(argv[:cut])
+    run_args = argv[cut + 1:]
     import torch
     from diffusers import UNet2DConditionModel
 
     run = Path(a.run)
     if not (run / "final" / "config.json").is_file():
-        raise SystemExit(f"{run} has no final/ UNet: got {sorted(p.name for p in run.iterdir())}, expected final/")
-    unet = UNet2DConditionModel.from_pretrained(run / "final", torch_dtype=torch.float32)
+        raise SystemExit(f"{run} has no final/config.json: expected a finished tools/decexp.py run")
+    # Loaded straight in fp16, the form it is carried in (decexp's --init reads it back as fp32).
+    unet = UNet2DConditionModel.from_pretrained(run / "final", torch_dtype=torch.float16)
     dest = CARRY / a.name
     previous = sum(1 for _ in (dest / "cycles.jsonl").open()) if (dest / "cycles.jsonl").is_file() else 0
-    unet.to(torch.float16).save_pretrained(dest / "unet", safe_serialization=True)
+    unet.save_pretrained(dest / "unet", safe_serialization=True)
     oracle = json.loads((run / "oracle.json").read_text()) if (run / "oracle.json").is_file() else None
     row = {"cycle": previous + 1, "note": a.note, "decexp": run_args, "oracle": oracle,
            "parameters": sum(p.numel() for p in unet.parameters())}
