@@ -83,7 +83,8 @@ def test_embedded_control_and_inpaint_floor(shapes):
 
 
 def test_embedded_mixing_floor(shapes):
-    mix = evaluate_mixing(shapes, EvalConfig(n=4, seed=TEST_SEED), [])
+    # Only the ends are asserted; the middle weights would add 24 of 40 generations for nothing checked.
+    mix = evaluate_mixing(shapes, EvalConfig(n=4, seed=TEST_SEED), [], weights=(1.0, 0.0))
     for kind in ("image", "text"):
         assert mix[kind]["a_at_w1"] >= MIX_FLOOR and mix[kind]["b_at_w0"] >= MIX_FLOOR, mix
 

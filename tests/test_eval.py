@@ -9,7 +9,7 @@ from PIL import Image
 
 from conftest import run_cli
 from pintor.data.shapes import HELD_OUT, parse_caption
-from pintor.eval.evaluate import CATEGORIES, category_of, default_prompts
+from pintor.eval.evaluate import CATEGORIES, EvalConfig, category_of, default_prompts, evaluate_mixing
 from pintor.eval.stats import compare_reports, mcnemar_p, wilson_interval
 
 
@@ -25,6 +25,13 @@ def test_default_prompts_cover_every_category():
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("weights", [(1.0,), (0.5, 0.0), (1.0, 0.5)])
+def test_mixing_weights_must_run_from_one_to_zero(weights):
+    # Checked before any painting, so no painter is needed to see the refusal.
+    with pytest.raises(ValueError, match="from 1.0 down to 0.0"):
+        evaluate_mixing(None, EvalConfig(n=1), [], weights=weights)
+
+
 def test_eval_cli_writes_report_and_sheet(tiny_k22, tmp_path):
     r = run_cli("eval", "--model", tiny_k22, "--n", 1, "--out", "ev", "-q", "--guidance-scale", 3,
                 "--prior-guidance-scale", 2, cwd=tmp_path)

@@ -188,19 +188,26 @@ def _distinct_pairs(rng, k):
     return out
 
 
-def evaluate_mixing(painter, cfg: EvalConfig, cases: list[Case], bar=None) -> dict:
-    """Mixes image A with image B (and with B's caption) at weights w, 1-w and judges each result."""
+def evaluate_mixing(painter, cfg: EvalConfig, cases: list[Case], bar=None, weights=MIX_WEIGHTS) -> dict:
+    """Mixes image A with image B (and with B's caption) at weights w, 1-w and judges each result.
+
+    Args:
+        weights (`tuple[float, ...]`, defaults to `MIX_WEIGHTS`): A's weights, from 1.0 down to 0.0. Each
+            call's seed depends only on the case, so `(1.0, 0.0)` gives the same ends for a third of the work.
+    """
+    if len(weights) < 2 or weights[0] != 1.0 or weights[-1] != 0.0:
+        raise ValueError(f"mixing weights must run from 1.0 down to 0.0, got {tuple(weights)}")
     rng = np.random.default_rng(cfg.seed + 1)
     result = {}
     for kind in ("image", "text"):
-        labels = []  # per case: list over MIX_WEIGHTS of 1 (judged A), 0 (judged B), 0.5 (neither)
+        labels = []  # per case: list over weights of 1 (judged A), 0 (judged B), 0.5 (neither)
         for k, (pa, pb) in enumerate(_distinct_pairs(rng, cfg.n)):
             spec_a, _, img_a = _single_scene(rng, pa)
             spec_b, _, img_b = _single_scene(rng, pb)
             cap_a, cap_b = caption_for(spec_a), caption_for(spec_b)
             item_b = img_b if kind == "image" else cap_b
             row = []
-            for w in MIX_WEIGHTS:
+            for w in weights:
                 out = _call(painter, "mix", cfg.seed + k, cfg.settings, items=[img_a, item_b], weights=[w, 1 - w])
                 is_a, is_b = judge(out, cap_a).correct, judge(out, cap_b).correct
                 row.append(1.0 if is_a else 0.0 if is_b else 0.5)
@@ -211,12 +218,12 @@ def evaluate_mixing(painter, cfg: EvalConfig, cases: list[Case], bar=None) -> di
                     bar.update(1)
             labels.append(row)
         arr = np.array(labels)
-        curve = [float((arr[:, i] == 1).mean()) for i in range(len(MIX_WEIGHTS))]
+        curve = [float((arr[:, i] == 1).mean()) for i in range(len(weights))]
         monotonic = [bool(np.all(np.diff(r) <= 0)) for r in arr]
         result[kind] = {
             "a_at_w1": float((arr[:, 0] == 1).mean()),
             "b_at_w0": float((arr[:, -1] == 0).mean()),
-            "fraction_judged_a_by_weight": dict(zip(map(str, MIX_WEIGHTS), curve, strict=True)),
+            "fraction_judged_a_by_weight": dict(zip(map(str, weights), curve, strict=True)),
             "monotonic_cases": float(np.mean(monotonic)),
             "curve_monotonic": bool(np.all(np.diff(curve) <= 0)),
         }
