@@ -24,7 +24,6 @@ def test_default_prompts_cover_every_category():
     assert default_prompts(6) == prompts  # deterministic
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("weights", [(1.0,), (0.5, 0.0), (1.0, 0.5)])
 def test_mixing_weights_must_run_from_one_to_zero(weights):
     # Checked before any painting, so no painter is needed to see the refusal.
@@ -32,6 +31,7 @@ def test_mixing_weights_must_run_from_one_to_zero(weights):
         evaluate_mixing(None, EvalConfig(n=1), [], weights=weights)
 
 
+@pytest.mark.slow
 def test_eval_cli_writes_report_and_sheet(tiny_k22, tmp_path):
     r = run_cli("eval", "--model", tiny_k22, "--n", 1, "--out", "ev", "-q", "--guidance-scale", 3,
                 "--prior-guidance-scale", 2, cwd=tmp_path)
